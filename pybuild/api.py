@@ -1,0 +1,371 @@
+"""The one place that wires frontend -> builder -> exporters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pybuild.builder.events import EventSink, Notice, discard
+from pybuild.content.images import ImageStore
+from pybuild.content.paths import default_root
+from pybuild.content.store import ContentStore
+from pybuild.content.walk import read_config, read_manifest, resolve_platform
+from pybuild.digest import Digest
+from pybuild.errors import NotFoundError, UserError
+from pybuild.frontend.convert import ResolvedImage
+from pybuild.oci import mediatypes as mt
+from pybuild.oci.config import History, ImageConfig
+from pybuild.oci.descriptor import Descriptor, Manifest
+from pybuild.oci.platform import Platform
+from pybuild.oci.reference import Reference
+
+
+@dataclass(frozen=True, slots=True)
+class Roots:
+    """Every path under the pybuild root."""
+
+    root: Path
+
+    @property
+    def content(self) -> Path:
+        return self.root / "content"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def cache_db(self) -> Path:
+        return self.root / "cache" / "records.db"
+
+    @property
+    def stat_cache(self) -> Path:
+        return self.root / "cache" / "statcache.json"
+
+    @property
+    def sandbox(self) -> Path:
+        """Everything owned by the build user namespace lives under here."""
+        return self.root / "sandbox"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.sandbox / "snapshots"
+
+    @property
+    def tmp(self) -> Path:
+        return self.sandbox / "tmp"
+
+    @property
+    def cache_mounts(self) -> Path:
+        return self.sandbox / "cachemounts"
+
+
+class Stores:
+    """The content store and image store of one pybuild root."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.roots = Roots(root or default_root())
+        self.roots.root.mkdir(parents=True, exist_ok=True)
+        self.content = ContentStore(self.roots.content)
+        self.images = ImageStore(self.roots.images)
+
+
+class LocalResolver:
+    """Base images come from the local image store (`pybuild images`)."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+
+    def resolve(self, ref: str, platform: Platform) -> ResolvedImage:
+        try:
+            reference = Reference.parse(ref)
+        except UserError as exc:
+            raise UserError(f"invalid base image reference {ref!r}: {exc.message}") from None
+        record = self.stores.images.find(reference)
+        if record is None:
+            raise NotFoundError(
+                f"base image {reference.familiar} is not in the local image store",
+                hint="pybuild builds from images in its store: see `pybuild images`; "
+                     "`make base` imports busybox:latest",
+            )
+        desc = resolve_platform(self.stores.content, record.descriptor, platform,
+                                name=reference.familiar)
+        manifest = read_manifest(self.stores.content, desc)
+        config = read_config(self.stores.content, manifest)
+        return ResolvedImage(name=str(reference.with_tag(reference.tag or "latest"))
+                             if not reference.digest else reference.repository,
+                             digest=desc.digest, config=config)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildRequest:
+    context: str
+    dockerfile: str = ""  # path; default <context>/Dockerfile
+    tags: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    target: str = ""
+    platform: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    network: str = "default"
+    runtime: str = ""
+    compression: str = "gzip"
+    max_parallelism: int = 0
+    source_date_epoch: int | None = None
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class BuildResult:
+    manifest: Descriptor
+    config: ImageConfig
+    tags: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    misses: dict[str, str] = field(default_factory=dict)
+
+
+def _read_dockerfile(req: BuildRequest) -> tuple[bytes, str]:
+    if not os.path.isdir(req.context):
+        raise UserError(f"build context {req.context!r} is not a directory")
+    path = req.dockerfile or os.path.join(req.context, "Dockerfile")
+    if not req.dockerfile and not os.path.exists(path):
+        lower = os.path.join(req.context, "dockerfile")
+        if os.path.exists(lower):
+            path = lower
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except FileNotFoundError:
+        raise NotFoundError(f"Dockerfile not found: {path}",
+                            hint="pass -f PATH, or add a Dockerfile to the context") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a Dockerfile") from None
+
+
+def _read_ignore(context: str, dockerfile_path: str) -> tuple[list[str], str]:
+    from pybuild.frontend.dockerignore import read_ignore_file
+
+    specific = dockerfile_path + ".dockerignore"
+    for path in (specific, os.path.join(context, ".dockerignore")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return read_ignore_file(f.read()), os.path.basename(path)
+        except FileNotFoundError:
+            continue
+    return [], ".dockerignore"
+
+
+@contextlib.contextmanager
+def _build_dir(roots: Roots) -> Iterator[Path]:
+    """This build's scratch dir, held by an flock so a later start knows it is alive."""
+    roots.tmp.mkdir(parents=True, exist_ok=True)
+    path = roots.tmp / f"build-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield path
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + ".lock")
+
+
+def _stale_build_dirs(roots: Roots) -> list[str]:
+    """Scratch dirs of builds that are no longer running (killed pybuild processes)."""
+    out = []
+    if not roots.tmp.is_dir():
+        return out
+    for name in os.listdir(roots.tmp):
+        if not name.startswith("build-") or name.endswith(".lock"):
+            continue
+        lock = roots.tmp / (name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            out.append(str(roots.tmp / name))
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            out.append(str(roots.tmp / name))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return out
+
+
+def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int, int],
+                          events: EventSink) -> None:
+    """Dirs the namespace writes to are owned by its root; a changed id map retires the
+    snapshots made under the old one (they are only unpacked copies of blobs)."""
+    sandbox = roots.sandbox
+    marker = sandbox / "idmap"
+    if sandbox.is_dir():
+        try:
+            old = marker.read_text()
+        except FileNotFoundError:
+            old = ""
+        if old != idmap_key:
+            retired = roots.root / f"sandbox.retired-{uuid.uuid4().hex[:8]}"
+            os.rename(sandbox, retired)
+            events(Notice(f"the user namespace id map changed; old snapshots moved to "
+                          f"{retired} (safe to delete)", level="warning"))
+    for d in (sandbox, roots.snapshots, roots.tmp, roots.cache_mounts):
+        d.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(d, *outside_root)
+    marker.write_text(idmap_key)
+
+
+async def build_async(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
+    from pybuild.builder.context import BuildContext, StatCache
+    from pybuild.builder.executor import idmap as idmap_mod
+    from pybuild.builder.executor.client import Sandbox, find_runtime
+    from pybuild.builder.solver import Solver, SolverOptions
+    from pybuild.cache.store import CacheStore
+    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
+    from pybuild.frontend.dockerignore import PatternMatcher
+
+    data, df_path = _read_dockerfile(req)
+    ignore_patterns, ignore_name = _read_ignore(req.context, df_path)
+    platform = Platform.parse(req.platform) if req.platform else None
+    fe = compile_dockerfile(
+        FrontendOptions(
+            dockerfile=data, filename=os.path.relpath(df_path) if not os.path.isabs(
+                req.dockerfile or "") else df_path,
+            build_args=req.build_args, target=req.target, platform=platform,
+            labels=req.labels, dockerignore=tuple(ignore_patterns), no_cache=req.no_cache,
+            no_cache_filter=req.no_cache_filter, network=req.network,
+        ),
+        LocalResolver(stores),
+    )
+    roots = stores.roots
+    idmap = idmap_mod.detect()
+    if idmap.warning:
+        events(Notice(idmap.warning, level="warning"))
+    outside = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
+    _prepare_sandbox_dirs(roots, idmap.key, outside, events)
+    runtime = find_runtime(req.runtime)
+    cache = CacheStore(roots.cache_db)
+    stat_cache = StatCache(roots.stat_cache)
+    context = BuildContext(req.context, PatternMatcher(ignore_patterns) if ignore_patterns
+                           else None, stat_cache, ignore_file=ignore_name)
+    try:
+        with _build_dir(roots) as workdir:
+            if os.geteuid() == 0:
+                os.chown(workdir, *outside)
+            async with Sandbox(idmap) as sandbox:
+                stale = _stale_build_dirs(roots)
+                if stale:
+                    await sandbox.request("rm", paths=stale)
+                solver = Solver(
+                    fe.definition, store=stores.content, cache=cache, sandbox=sandbox,
+                    context=context, events=events,
+                    opts=SolverOptions(
+                        root=roots.root, workdir=workdir, snapshots=roots.snapshots,
+                        runtime=runtime, idmap=idmap, compression=req.compression,
+                        max_parallelism=req.max_parallelism or max(1, os.cpu_count() or 1),
+                        no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
+                        cache_root=str(roots.cache_mounts),
+                    ),
+                )
+                try:
+                    solved = await solver.solve()
+                finally:
+                    await sandbox.request("rm", paths=[str(workdir)])
+        stat_cache.save()
+    finally:
+        cache.close()
+    manifest_desc, config = _make_image(stores.content, fe.config, solved, req)
+    result = BuildResult(manifest=manifest_desc, config=config, executed=solver.executed,
+                         misses=solver.misses)
+    created = config.created or _rfc3339(time.time())
+    for tag in req.tags:
+        ref = Reference.parse(tag)
+        stores.images.put(ref, manifest_desc, created)
+        result.tags.append(ref.familiar)
+    return result
+
+
+def build(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
+    return asyncio.run(build_async(req, stores, events))
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _make_image(store: ContentStore, config: ImageConfig, solved: object,
+                req: BuildRequest) -> tuple[Descriptor, ImageConfig]:
+    from pybuild.builder.solver import Solved
+
+    assert isinstance(solved, Solved)
+    layers = solved.real_layers
+    if req.source_date_epoch is not None:
+        created = _rfc3339(req.source_date_epoch)
+    elif solved.created:
+        created = _rfc3339(solved.created)
+    else:
+        created = config.created
+    history = _align_history(list(config.history), solved.layers, created)
+    final = config.replace(diff_ids=tuple(x.diff_id for x in layers), history=tuple(history),
+                           created=created)
+    config_bytes = final.encode()
+    config_digest = store.write(config_bytes)
+    manifest = Manifest(
+        media_type=mt.OCI_MANIFEST,
+        config=Descriptor(media_type=mt.OCI_CONFIG, digest=config_digest,
+                          size=len(config_bytes)),
+        layers=tuple(Descriptor(media_type=x.media_type, digest=x.digest, size=x.size)
+                     for x in layers),
+    )
+    manifest_bytes = manifest.encode()
+    manifest_digest = store.write(manifest_bytes)
+    desc = Descriptor(media_type=mt.OCI_MANIFEST, digest=manifest_digest,
+                      size=len(manifest_bytes), platform=final.platform)
+    return desc, final
+
+
+def _align_history(history: list[History], layers: tuple[object, ...],
+                   created: str) -> list[History]:
+    """Match history entries to the solved layers: an empty diff becomes empty_layer."""
+    layer_entries = [i for i, h in enumerate(history) if not h.empty_layer]
+    out = list(history)
+    # Align from the end: the base image's own history may be incomplete.
+    for idx, layer in zip(reversed(layer_entries), reversed(layers), strict=False):
+        if layer is None:
+            h = out[idx]
+            out[idx] = History(created=h.created, created_by=h.created_by, author=h.author,
+                               comment=h.comment, empty_layer=True)
+    base_len = len(history)
+    for i, h in enumerate(out):
+        if not h.created and h.comment == "buildkit.dockerfile.v0":
+            out[i] = History(created=created, created_by=h.created_by, author=h.author,
+                             comment=h.comment, empty_layer=h.empty_layer)
+    del base_len
+    return out
+
+
+def prune_stale(stores: Stores) -> None:
+    """Remove leftovers that need no namespace (ingest temp files)."""
+    stores.content.clean_ingest()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def image_digest(stores: Stores, ref: str) -> Digest:
+    return stores.images.get(ref).descriptor.digest

@@ -1,0 +1,222 @@
+"""The build context: which files a COPY reads, their content digest, and the tar sent over.
+
+A COPY's cache key includes a digest of exactly the files it reads (after .dockerignore
+and --exclude), covering path, type, mode, size, content and symlink targets but not
+mtimes or owners (context files become 0:0 in the image), so a fresh clone hits the cache.
+A stat cache avoids re-reading files whose (size, mtime, ctime, inode) did not change.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import stat
+import threading
+from types import SimpleNamespace
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import UserError
+from pybuild.frontend.dockerignore import PatternMatcher
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    rel: str  # '/'-separated, relative to the context root
+    path: str  # absolute path on the host
+    st: os.stat_result
+
+
+class StatCache:
+    """(path, size, mtime_ns, ctime_ns, ino) -> sha256 hex, persisted as JSON per root."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._data: dict[str, list[object]] = {}
+        self._dirty = False
+        self._lock = threading.Lock()
+        if path is not None:
+            try:
+                self._data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self._data = {}
+
+    def digest(self, path: str, st: os.stat_result) -> str:
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        with self._lock:
+            hit = self._data.get(path)
+        if hit is not None and hit[:4] == sig:
+            return str(hit[4])
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        hexd = h.hexdigest()
+        with self._lock:
+            self._data[path] = [*sig, hexd]
+            self._dirty = True
+        return hexd
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._data))
+        os.replace(tmp, self.path)
+        self._dirty = False
+
+
+class BuildContext:
+    def __init__(self, root: str, ignore: PatternMatcher | None, stat_cache: StatCache,
+                 ignore_file: str = ".dockerignore") -> None:
+        self.root = os.path.abspath(root)
+        self.ignore = ignore
+        self.stat_cache = stat_cache
+        self.ignore_file = ignore_file
+
+    def _ignored(self, rel: str) -> bool:
+        return self.ignore is not None and bool(rel) and self.ignore.matches(rel)
+
+    def _resolve(self, rel: str) -> str:
+        """Follow symlinks of a top-level source, never leaving the context."""
+        parts = [p for p in rel.split("/") if p and p != "."]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            cand = os.path.join(self.root, *resolved, part)
+            if os.path.islink(cand):
+                hops += 1
+                if hops > 40:
+                    raise UserError(f"too many symbolic links resolving {rel}")
+                target = os.readlink(cand)
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+            resolved.append(part)
+        return "/".join(resolved)
+
+    def _matches(self, pattern: str) -> list[str]:
+        pattern = pattern.strip("/")
+        if pattern in ("", "."):
+            return [""]
+        if not _WILDCARD.search(pattern):
+            rel = os.path.normpath(pattern).lstrip("/")
+            if rel.startswith(".."):
+                rel = self._resolve(rel)
+            return [rel] if os.path.lexists(os.path.join(self.root, rel)) else []
+        found = [""]
+        for part in pattern.split("/"):
+            nxt = []
+            for base in found:
+                real = os.path.join(self.root, self._resolve(base)) if base else self.root
+                if not os.path.isdir(real):
+                    continue
+                if _WILDCARD.search(part):
+                    names = sorted(os.listdir(real))
+                    nxt.extend(f"{base}/{n}" if base else n for n in names
+                               if fnmatch.fnmatchcase(n, part))
+                elif os.path.lexists(os.path.join(real, part)):
+                    nxt.append(f"{base}/{part}" if base else part)
+            found = nxt
+        return [m for m in found if not self._ignored(m)]
+
+    def select(self, sources: tuple[str, ...], exclude: tuple[str, ...] = ()) -> list[
+            ContextEntry]:
+        """Every context entry a COPY of `sources` reads, sorted by path."""
+        excl = PatternMatcher(list(exclude)) if exclude else None
+        out: dict[str, ContextEntry] = {}
+        for src in sources:
+            matches = self._matches(src)
+            if not matches and not _WILDCARD.search(src):
+                rel = os.path.normpath(src.strip("/")) if src.strip("/") else ""
+                exists = os.path.lexists(os.path.join(self.root, rel))
+                if exists and self._ignored(rel):
+                    raise UserError(
+                        f"{src}: excluded by {self.ignore_file} (pattern "
+                        f"{self.ignore.excluded_by(rel) if self.ignore else '?'!r}), so it "
+                        "is not in the build context",
+                        code="copy-source-excluded",
+                        hint=f"remove the pattern from {self.ignore_file} or add "
+                             f"'!{rel}' after it")
+                raise UserError(f"{src}: not found in the build context ({self.root})",
+                                code="copy-source-missing")
+            for rel in matches:
+                if rel and self._ignored(rel):
+                    raise UserError(f"{src}: excluded by {self.ignore_file}",
+                                    code="copy-source-excluded")
+                real_rel = self._resolve(rel) if rel else ""
+                self._add_tree(real_rel, rel, out, excl)
+        return [out[k] for k in sorted(out)]
+
+    def _add_tree(self, real_rel: str, rel: str, out: dict[str, ContextEntry],
+                  excl: PatternMatcher | None) -> None:
+        path = os.path.join(self.root, real_rel) if real_rel else self.root
+        st = os.stat(path)  # top-level symlinks are followed
+        if rel:
+            out[rel] = ContextEntry(rel=rel, path=path, st=st)
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        stack = [(path, rel)]
+        while stack:
+            dpath, drel = stack.pop()
+            try:
+                names = os.listdir(dpath)
+            except OSError as exc:
+                raise UserError(f"cannot read {dpath}: {exc.strerror}") from None
+            for name in names:
+                crel = f"{drel}/{name}" if drel else name
+                # The ignore file applies to context paths as they are in the context.
+                if self._ignored(crel) and not (self.ignore and self.ignore.exclusions):
+                    continue
+                cpath = os.path.join(dpath, name)
+                cst = os.lstat(cpath)
+                is_dir = stat.S_ISDIR(cst.st_mode)
+                if self._ignored(crel):
+                    if is_dir:
+                        stack.append((cpath, crel))  # an exception may re-include a child
+                    continue
+                if excl is not None and excl.matches(crel[len(rel):].lstrip("/") or crel):
+                    continue
+                out[crel] = ContextEntry(rel=crel, path=cpath, st=cst)
+                if is_dir:
+                    stack.append((cpath, crel))
+
+    def digest(self, entries: list[ContextEntry]) -> str:
+        """Content digest of the selected entries (no mtimes, no owners)."""
+        h = hashlib.sha256()
+        for e in entries:
+            mode = e.st.st_mode
+            line = f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0"
+            if stat.S_ISREG(mode):
+                line += f"{e.st.st_size}\0{self.stat_cache.digest(e.path, e.st)}"
+            elif stat.S_ISLNK(mode):
+                line += os.readlink(e.path)
+            h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+        return "sha256:" + h.hexdigest()
+
+    def write_tar(self, entries: list[ContextEntry], out: BinaryIO) -> None:
+        """The selected entries as a tar rooted at the context root, owned by 0:0."""
+        from pybuild.layers.tarwriter import LayerWriter
+
+        writer = LayerWriter(out)
+        for e in entries:
+            st = e.st
+            zeroed = SimpleNamespace(
+                st_mode=st.st_mode, st_ino=st.st_ino, st_dev=st.st_dev, st_nlink=st.st_nlink,
+                st_uid=0, st_gid=0, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
+                st_rdev=st.st_rdev,
+            )
+            writer.add_path(e.rel, e.path, zeroed)  # type: ignore[arg-type]
+        writer.close()

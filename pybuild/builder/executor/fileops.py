@@ -1,0 +1,252 @@
+"""File actions (COPY/ADD/WORKDIR/heredoc files) applied on a mounted rootfs.
+
+Runs inside the sandbox namespace, on the overlay of the step, so the upper dir then holds
+exactly what changed. Semantics follow BuildKit's FileOp (fsutil copy): directory sources
+copy their contents, a trailing slash or an existing directory makes the dest a directory,
+missing parents are created, existing directories keep their owner and mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import re
+import shutil
+import stat
+from typing import Any
+
+from pybuild.builder.executor.users import resolve_chown, resolve_in_root
+from pybuild.errors import UserError
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def apply_actions(root: str, actions: list[dict[str, Any]]) -> None:
+    for action in actions:
+        kind = action["kind"]
+        if kind == "mkdir":
+            _mkdir(root, action)
+        elif kind == "mkfile":
+            _mkfile(root, action)
+        elif kind == "copy":
+            _copy(root, action)
+        else:
+            raise UserError(f"unknown file action {kind!r}")
+
+
+def _owner(root: str, action: dict[str, Any]) -> tuple[int, int] | None:
+    chown = action.get("chown")
+    if not chown:
+        return None
+    return resolve_chown(root, chown[0], chown[1])
+
+
+def _mkdirs(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> str:
+    """mkdir -p inside root; created dirs get mode and owner; returns the real path."""
+    parts = [p for p in path.split("/") if p]
+    cur = "/"
+    for part in parts:
+        cur = cur.rstrip("/") + "/" + part
+        real = resolve_in_root(root, cur)
+        if os.path.isdir(real):
+            continue
+        if os.path.lexists(real):
+            raise UserError(f"cannot create directory {cur}: a file with that name exists")
+        os.mkdir(real)
+        os.chmod(real, mode)
+        if owner is not None:
+            os.lchown(real, *owner)
+    return resolve_in_root(root, path)
+
+
+def _mkdir(root: str, action: dict[str, Any]) -> None:
+    owner = _owner(root, action)
+    _mkdirs(root, action["path"], action.get("mode", 0o755), owner)
+
+
+def _mkfile(root: str, action: dict[str, Any]) -> None:
+    owner = _owner(root, action)
+    path = action["path"]
+    parent = _mkdirs(root, os.path.dirname(path) or "/", 0o755, owner)
+    real = os.path.join(parent, os.path.basename(path))
+    with open(real, "wb") as f:
+        f.write(bytes.fromhex(action["data"]))
+    os.chmod(real, action.get("mode", 0o644))
+    if owner is not None:
+        os.lchown(real, *owner)
+
+
+# --- copy ------------------------------------------------------------------------------
+
+
+def apply_chmod(mode: int, spec: str, is_dir: bool) -> int:
+    """Octal or symbolic (`u+x,go=rX`) chmod, as Go's dchapes-mode applies it."""
+    if not spec:
+        return mode
+    if re.fullmatch(r"[0-7]+", spec):
+        return int(spec, 8)
+    perm = mode & 0o7777
+    for clause in spec.split(","):
+        m = re.fullmatch(r"([ugoa]*)([-+=])([rwxXst]*|[ugo])", clause)
+        if not m:
+            raise UserError(f"invalid chmod parameter: {spec!r}")
+        who, op, what = m.groups()
+        who = who or "a"
+        mask = 0
+        if "u" in who or "a" in who:
+            mask |= 0o4700
+        if "g" in who or "a" in who:
+            mask |= 0o2070
+        if "o" in who or "a" in who:
+            mask |= 0o1007
+        bits = 0
+        if what in ("u", "g", "o"):
+            src = {"u": (perm >> 6) & 7, "g": (perm >> 3) & 7, "o": perm & 7}[what]
+            bits = src << 6 | src << 3 | src
+        else:
+            for ch in what:
+                bits |= {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000,
+                         "X": 0o111 if (is_dir or perm & 0o111) else 0}[ch]
+        bits &= mask
+        if op == "+":
+            perm |= bits
+        elif op == "-":
+            perm &= ~bits
+        else:
+            perm = (perm & ~mask) | bits
+    return perm
+
+
+class _Copier:
+    def __init__(self, root: str, src_root: str, action: dict[str, Any]) -> None:
+        self.root = root
+        self.src_root = src_root
+        self.owner = _owner(root, action)
+        self.chmod: str = action.get("chmod", "")
+        self.links: dict[tuple[int, int], str] = {}
+        self.excludes: list[str] = list(action.get("exclude", ()))
+
+    def _meta(self, src: str, dst: str, st: os.stat_result) -> None:
+        if self.owner is not None:
+            os.lchown(dst, *self.owner)
+        else:
+            os.lchown(dst, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(dst, apply_chmod(stat.S_IMODE(st.st_mode), self.chmod,
+                                      stat.S_ISDIR(st.st_mode)))
+        _copy_xattrs(src, dst)
+        os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _excluded(self, rel: str) -> bool:
+        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
+                   for p in self.excludes)
+
+    def copy_entry(self, src: str, dst: str, rel: str) -> None:
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            existed = os.path.isdir(dst) and not os.path.islink(dst)
+            if not existed:
+                _remove(dst)
+                os.mkdir(dst, 0o700)
+            for name in sorted(os.listdir(src)):
+                child_rel = f"{rel}/{name}" if rel else name
+                if self._excluded(child_rel):
+                    continue
+                self.copy_entry(os.path.join(src, name), os.path.join(dst, name), child_rel)
+            if not existed:
+                self._meta(src, dst, st)
+            return
+        _remove(dst)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.links:
+            os.link(self.links[key], dst)
+            return
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(st.st_mode):
+            with open(src, "rb") as fi, open(dst, "wb") as fo:
+                shutil.copyfileobj(fi, fo, 1 << 20)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(dst)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            os.mknod(dst, st.st_mode, st.st_rdev)
+        else:
+            return  # sockets are skipped, as BuildKit does
+        self._meta(src, dst, st)
+        if st.st_nlink > 1:
+            self.links[key] = dst
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(("user.overlay.", "trusted.overlay.")):
+            continue
+        with contextlib.suppress(OSError):
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                        follow_symlinks=False)
+
+
+def _matches(src_root: str, pattern: str) -> list[str]:
+    """Paths (relative, '/'-separated) in src_root matching a source; [] if none."""
+    pattern = pattern.strip("/")
+    if not pattern or pattern == ".":
+        return [""]
+    if not _WILDCARD.search(pattern):
+        return [pattern] if os.path.lexists(resolve_in_root(src_root, pattern)) else []
+    parts = pattern.split("/")
+    found = [""]
+    for part in parts:
+        nxt = []
+        for base in found:
+            real = resolve_in_root(src_root, base) if base else src_root
+            if not os.path.isdir(real):
+                continue
+            if _WILDCARD.search(part):
+                for name in sorted(os.listdir(real)):
+                    if fnmatch.fnmatchcase(name, part):
+                        nxt.append(f"{base}/{name}" if base else name)
+            elif os.path.lexists(os.path.join(real, part)):
+                nxt.append(f"{base}/{part}" if base else part)
+        found = nxt
+    return found
+
+
+def _copy(root: str, action: dict[str, Any]) -> None:
+    src_root = action["src_root"]
+    dest: str = action["dest"]
+    dest_is_dir: bool = action.get("dest_is_dir", False)
+    copier = _Copier(root, src_root, action)
+    parent_mode = apply_chmod(0o755, copier.chmod, True) if copier.chmod else 0o755
+    for pattern in action["sources"]:
+        matches = _matches(src_root, pattern)
+        if not matches:
+            if _WILDCARD.search(pattern):
+                continue  # BuildKit allows a wildcard to match nothing
+            raise UserError(f"{pattern}: not found", code="copy-source-missing")
+        for rel in matches:
+            src = resolve_in_root(src_root, rel) if rel else src_root
+            if not os.path.lexists(src):
+                raise UserError(f"{rel}: not found", code="copy-source-missing")
+            if os.path.isdir(src):
+                target = _mkdirs(root, dest, parent_mode, copier.owner)
+                copier.copy_entry(src, target, "")
+                continue
+            real_dest = resolve_in_root(root, dest)
+            if dest_is_dir or os.path.isdir(real_dest) or len(matches) > 1:
+                parent = _mkdirs(root, dest, parent_mode, copier.owner)
+                copier.copy_entry(src, os.path.join(parent, os.path.basename(rel)), rel)
+            else:
+                parent = _mkdirs(root, os.path.dirname(dest) or "/", parent_mode, copier.owner)
+                copier.copy_entry(src, os.path.join(parent, os.path.basename(dest)), rel)

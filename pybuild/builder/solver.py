@@ -1,0 +1,502 @@
+"""The solver: walks a Definition with asyncio, reusing cached results, executing the rest.
+
+One task per op digest, shared by every consumer, so identical work runs once; independent
+branches run concurrently; RUN steps are bounded by a semaphore. Each op's cache key is
+H(scheme, op digest, input keys, digests of the local files it reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pybuild.builder.context import BuildContext, ContextEntry
+from pybuild.builder.events import (
+    EventSink,
+    VertexCached,
+    VertexDone,
+    VertexFailed,
+    VertexLog,
+    VertexMiss,
+    VertexStarted,
+)
+from pybuild.builder.executor.client import Sandbox
+from pybuild.builder.executor.idmap import IdMap
+from pybuild.cache.store import CacheRecord, CacheStore
+from pybuild.content.store import ContentStore
+from pybuild.content.walk import read_config, read_manifest
+from pybuild.digest import Digest
+from pybuild.errors import NotFoundError, PybuildError, SourceLocation, StepFailedError, UserError
+from pybuild.llb import (
+    CopyAction,
+    Definition,
+    ExecOp,
+    FileOp,
+    Input,
+    MkdirAction,
+    MkfileAction,
+    OpMetadata,
+    SourceOp,
+)
+from pybuild.oci.descriptor import Descriptor
+
+KEY_SCHEME = "pybuild-cache-v1"
+CONTEXT_SOURCE = "local://context"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerRef:
+    digest: Digest
+    diff_id: Digest
+    size: int
+    media_type: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "diff_id": self.diff_id, "size": self.size,
+                "media_type": self.media_type}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LayerRef:
+        return cls(digest=Digest(d["digest"]), diff_id=Digest(d["diff_id"]), size=int(d["size"]),
+                   media_type=str(d["media_type"]))
+
+    @property
+    def snapshot_name(self) -> str:
+        return self.diff_id.hex[:24]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Solved:
+    """A filesystem: its layers bottom-up; None marks a step whose diff was empty."""
+
+    layers: tuple[LayerRef | None, ...]
+    created: float = 0.0
+    context: bool = False  # the build context itself (only as a copy/mount source)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layers": [x.to_json() if x else None for x in self.layers],
+                "created": self.created}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Solved:
+        return cls(layers=tuple(LayerRef.from_json(x) if x else None for x in d["layers"]),
+                   created=float(d.get("created", 0.0)))
+
+    @property
+    def real_layers(self) -> list[LayerRef]:
+        return [x for x in self.layers if x is not None]
+
+
+@dataclass(slots=True)
+class SolverOptions:
+    root: Path  # the pybuild root
+    workdir: Path  # this build's scratch dir (owned by the sandbox namespace)
+    snapshots: Path
+    runtime: str
+    idmap: IdMap
+    compression: str = "gzip"
+    max_parallelism: int = max(1, os.cpu_count() or 1)
+    no_cache: bool = False
+    network_default: str = "host"
+    source_date_epoch: int | None = None
+    cache_root: str = ""
+
+
+class Solver:
+    def __init__(self, definition: Definition, *, store: ContentStore, cache: CacheStore,
+                 sandbox: Sandbox, context: BuildContext | None, opts: SolverOptions,
+                 events: EventSink) -> None:
+        self.defn = definition
+        self.store = store
+        self.cache = cache
+        self.sandbox = sandbox
+        self.context = context
+        self.opts = opts
+        self.events = events
+        self._tasks: dict[Digest, asyncio.Task[tuple[str, Solved]]] = {}
+        self._snapshot_locks: dict[str, asyncio.Lock] = {}
+        self._run_sem = asyncio.Semaphore(opts.max_parallelism)
+        self._io_sem = asyncio.Semaphore(max(2, opts.max_parallelism))
+        self.executed: list[str] = []  # descriptions of ops that ran (tests assert on it)
+        self.misses: dict[str, str] = {}
+
+    # -- public -------------------------------------------------------------------------
+
+    async def solve(self) -> Solved:
+        if self.defn.output is None:
+            return Solved(layers=())
+        try:
+            _, result = await self._get(self.defn.output.op)
+        except BaseException:
+            for t in self._tasks.values():
+                t.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            raise
+        return result
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _get(self, digest: Digest) -> asyncio.Task[tuple[str, Solved]]:
+        task = self._tasks.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._solve_op(digest))
+            self._tasks[digest] = task
+        return task
+
+    def _meta(self, digest: Digest) -> OpMetadata:
+        return self.defn.metadata.get(digest, OpMetadata())
+
+    async def _solve_op(self, digest: Digest) -> tuple[str, Solved]:
+        op = self.defn.ops[digest]
+        meta = self._meta(digest)
+        name = meta.description or op.kind
+        match op:
+            case SourceOp():
+                return await self._source(digest, op, name)
+            case ExecOp() | FileOp():
+                inputs = await asyncio.gather(*(self._get(i.op) for i in op.inputs()))
+                return await self._cached_or_run(digest, op, meta, name, list(inputs))
+        raise UserError(f"unsupported op {op.kind}")
+
+    async def _source(self, digest: Digest, op: SourceOp, name: str) -> tuple[str, Solved]:
+        key = _hash([KEY_SCHEME, str(digest)])
+        if op.identifier == CONTEXT_SOURCE:
+            return key, Solved(layers=(), context=True)
+        if not op.identifier.startswith("docker-image://"):
+            raise UserError(f"unsupported source {op.identifier}")
+        ref, _, dg = op.identifier.removeprefix("docker-image://").rpartition("@")
+        desc = Descriptor(media_type="application/vnd.oci.image.manifest.v1+json",
+                          digest=Digest(dg), size=self.store.size(Digest(dg)))
+        manifest = await asyncio.to_thread(read_manifest, self.store, desc)
+        config = await asyncio.to_thread(read_config, self.store, manifest)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise UserError(f"image {ref}: config has {len(config.diff_ids)} diff_ids but the "
+                            f"manifest has {len(manifest.layers)} layers")
+        layers = tuple(
+            LayerRef(digest=l.digest, diff_id=d, size=l.size, media_type=l.media_type)
+            for l, d in zip(manifest.layers, config.diff_ids, strict=True)
+        )
+        for layer in layers:
+            if not self.store.has(layer.digest):
+                raise NotFoundError(f"layer {layer.digest} of image {ref} is not in the "
+                                    "content store")
+        self.events(VertexCached(digest=str(digest), name=name))
+        return key, Solved(layers=layers)
+
+    # -- cache --------------------------------------------------------------------------
+
+    async def _cache_parts(self, op: ExecOp | FileOp,
+                           inputs: list[tuple[str, Solved]]) -> tuple[dict[str, Any],
+                                                                       dict[int, list[ContextEntry]]]:
+        parts: dict[str, Any] = {"inputs": [k for k, _ in inputs]}
+        selections: dict[int, list[ContextEntry]] = {}
+        if isinstance(op, FileOp):
+            files: dict[str, str] = {}
+            for i, action in enumerate(op.actions):
+                if isinstance(action, CopyAction) and self._is_context(action.source):
+                    entries = await asyncio.to_thread(self._select, action)
+                    selections[i] = entries
+                    files[str(i)] = await asyncio.to_thread(self.context.digest,  # type: ignore[union-attr]
+                                                            entries)
+                    if len(entries) <= 2000:
+                        parts.setdefault("file_list", {})[str(i)] = await asyncio.to_thread(
+                            self._file_digests, entries)
+            parts["files"] = files
+        if isinstance(op, ExecOp):
+            parts["env"] = list(op.env)
+            for m in op.mounts:
+                if m.input is not None and self._is_context(m.input):
+                    assert self.context is not None
+                    entries = await asyncio.to_thread(self.context.select, (m.selector,), ())
+                    parts.setdefault("files", {})[m.target] = await asyncio.to_thread(
+                        self.context.digest, entries)
+        return parts, selections
+
+    def _file_digests(self, entries: list[ContextEntry]) -> dict[str, str]:
+        assert self.context is not None
+        return {e.rel: self.context.digest([e]) for e in entries}
+
+    def _select(self, action: CopyAction) -> list[ContextEntry]:
+        if self.context is None:
+            raise UserError("this build has no context directory")
+        return self.context.select(action.sources, action.exclude)
+
+    def _is_context(self, inp: Input) -> bool:
+        op = self.defn.ops[inp.op]
+        return isinstance(op, SourceOp) and op.identifier == CONTEXT_SOURCE
+
+    async def _cached_or_run(self, digest: Digest, op: ExecOp | FileOp, meta: OpMetadata,
+                             name: str, inputs: list[tuple[str, Solved]]) -> tuple[str, Solved]:
+        try:
+            parts, selections = await self._cache_parts(op, inputs)
+        except PybuildError as exc:
+            raise _located(exc, meta) from None
+        parts["op"] = str(digest)
+        key = _hash([KEY_SCHEME, str(digest), parts["inputs"], parts.get("files", {})])
+        step = f"{meta.filename}|{meta.stage}|{meta.description.split('] ', 1)[0]}"
+        ignore = self.opts.no_cache or meta.ignore_cache
+        record = None if ignore else self.cache.get(key)
+        if record is not None:
+            solved = Solved.from_json(record.result)
+            if all(self.store.has(x.digest) for x in solved.real_layers):
+                self.cache.touch(key)
+                self.events(VertexCached(digest=str(digest), name=name))
+                return key, solved
+        reason = ("--no-cache" if ignore else
+                  explain_miss(self.cache.latest_for_step(step), parts, meta))
+        self.misses[name] = reason
+        self.events(VertexMiss(digest=str(digest), name=name, reason=reason))
+        self.events(VertexStarted(digest=str(digest), name=name))
+        start = time.monotonic()
+        try:
+            if isinstance(op, ExecOp):
+                solved = await self._exec(digest, op, meta, name, inputs)
+            else:
+                solved = await self._file(digest, op, meta, inputs, selections)
+        except asyncio.CancelledError:
+            raise
+        except PybuildError as exc:
+            self.events(VertexFailed(digest=str(digest), name=name, error=exc.message))
+            raise _located(exc, meta) from None
+        self.executed.append(name)
+        self.cache.put(key, step=step, parts=parts, result=solved.to_json(),
+                       size=sum(x.size for x in solved.real_layers[-1:]),
+                       description=name, created=solved.created)
+        self.events(VertexDone(digest=str(digest), name=name,
+                               seconds=time.monotonic() - start))
+        return key, solved
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def _snapshot_dir(self, layer: LayerRef) -> str:
+        return str(self.opts.snapshots / layer.snapshot_name)
+
+    async def _ensure_snapshots(self, solved: Solved) -> list[str]:
+        """Unpack missing snapshots; return lowerdirs top-first."""
+        async def ensure(layer: LayerRef) -> None:
+            path = self._snapshot_dir(layer)
+            if os.path.isdir(path):
+                return
+            lock = self._snapshot_locks.setdefault(layer.snapshot_name, asyncio.Lock())
+            async with lock, self._io_sem:
+                if not os.path.isdir(path):
+                    await self.sandbox.request("apply", blob=str(self.store.blob_path(
+                        layer.digest)), dest=path)
+
+        layers = solved.real_layers
+        await asyncio.gather(*(ensure(x) for x in layers))
+        return [self._snapshot_dir(x) for x in reversed(layers)]
+
+    def _step_dir(self, digest: Digest) -> str:
+        return str(self.opts.workdir / f"{digest.hex[:12]}-{uuid.uuid4().hex[:6]}")
+
+    async def _commit(self, step_dir: str, base: Solved) -> Solved:
+        out = str(self.opts.workdir / f"layer-{uuid.uuid4().hex}")
+        res = await self.sandbox.request(
+            "commit", step_dir=step_dir, out=out, compression=self.opts.compression,
+            snapshot_dir=str(self.opts.snapshots), mtime=self.opts.source_date_epoch)
+        now = time.time()
+        if res["empty"]:
+            os.unlink(out)
+            return Solved(layers=(*base.layers, None), created=now)
+        digest = await asyncio.to_thread(self.store.ingest_file, Path(out), Digest(res["digest"]))
+        layer = LayerRef(digest=digest, diff_id=Digest(res["diff_id"]),
+                         size=int(res["compressed_size"]), media_type=res["media_type"])
+        return Solved(layers=(*base.layers, layer), created=now)
+
+    # -- exec ---------------------------------------------------------------------------
+
+    async def _exec(self, digest: Digest, op: ExecOp, meta: OpMetadata, name: str,
+                    inputs: list[tuple[str, Solved]]) -> Solved:
+        by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
+        base = by_op[op.rootfs.op] if op.rootfs is not None else Solved(layers=())
+        lowers = await self._ensure_snapshots(base)
+        mounts = []
+        for m in op.mounts:
+            mounts.append(await self._mount_spec(m, by_op))
+        env = list(op.env) + [e for e in op.proxy_env
+                              if e.split("=", 1)[0] not in {x.split("=", 1)[0] for x in op.env}]
+        if not any(e.startswith("PATH=") for e in env):
+            env.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        network = op.network if op.network != "default" else self.opts.network_default
+        step_dir = self._step_dir(digest)
+        output: list[str] = []
+
+        def on_log(data: str) -> None:
+            output.append(data)
+            self.events(VertexLog(digest=str(digest), name=name, data=data))
+
+        async with self._run_sem:
+            res = await self.sandbox.request(
+                "exec", on_log=on_log, step_dir=step_dir, lowers=lowers, args=list(op.args),
+                env=env, cwd=op.cwd, user=op.user, hostname=op.hostname,
+                network=network, insecure=op.security == "insecure", mounts=mounts,
+                id_extents=self.opts.idmap.nested_extents(), runtime=self.opts.runtime,
+                cache_root=self.opts.cache_root,
+                state_dir=str(self.opts.workdir / "runtime-state"))
+        code = int(res["exit_code"])
+        if code != 0:
+            await self.sandbox.request("rm", paths=[step_dir])
+            text = "".join(output)
+            err = StepFailedError(
+                f"process {_argv_text(op.args)} did not complete successfully: exit code: "
+                f"{code}", exit_code=1)
+            err.output = text  # type: ignore[attr-defined]
+            err.step_exit_code = code  # type: ignore[attr-defined]
+            raise err
+        self.executed_exec = getattr(self, "executed_exec", 0) + 1
+        return await self._commit(step_dir, base)
+
+    async def _mount_spec(self, m: Any, by_op: dict[Digest, Solved]) -> dict[str, Any]:
+        if m.type == "bind":
+            if m.input is None:
+                raise UserError("bind mount without a source")
+            if self._is_context(m.input):
+                if self.context is None:
+                    raise UserError("this build has no context directory")
+                src = os.path.join(self.context.root, m.selector.lstrip("/"))
+                return {"destination": m.target, "type": "bind", "source": src,
+                        "options": ["rbind", "ro" if m.readonly else "rw"],
+                        "file": os.path.isfile(src)}
+            lowers = await self._ensure_snapshots(by_op[m.input.op])
+            return {"destination": m.target, "type": "bind", "src_lowers": lowers,
+                    "selector": m.selector, "readonly": m.readonly,
+                    "options": ["rbind", "ro" if m.readonly else "rw"]}
+        if m.type == "tmpfs":
+            opts = ["nosuid", "nodev"]
+            if m.tmpfs_size:
+                opts.append(f"size={m.tmpfs_size}")
+            return {"destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                    "options": opts}
+        if m.type == "cache":
+            assert m.cache is not None
+            cid = hashlib.sha256(m.cache.id.encode()).hexdigest()[:32]
+            return {"destination": m.target, "type": "bind", "cache_dir": cid,
+                    "cache_mode": m.cache.mode, "cache_uid": m.cache.uid,
+                    "cache_gid": m.cache.gid, "options": ["rbind", "rw"]}
+        raise UserError(f"RUN --mount=type={m.type} is not supported yet")
+
+    # -- file ---------------------------------------------------------------------------
+
+    async def _file(self, digest: Digest, op: FileOp, meta: OpMetadata,
+                    inputs: list[tuple[str, Solved]],
+                    selections: dict[int, list[ContextEntry]]) -> Solved:
+        by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
+        base = by_op[op.base.op] if op.base is not None else Solved(layers=())
+        lowers = await self._ensure_snapshots(base)
+        step_dir = self._step_dir(digest)
+        actions: list[dict[str, Any]] = []
+        for i, action in enumerate(op.actions):
+            chown = [action.chown.user, action.chown.group] if action.chown else None
+            match action:
+                case MkdirAction():
+                    actions.append({"kind": "mkdir", "path": action.path, "mode": action.mode,
+                                    "chown": chown})
+                case MkfileAction():
+                    actions.append({"kind": "mkfile", "path": action.path,
+                                    "data": action.data.hex(), "mode": action.mode,
+                                    "chown": chown})
+                case CopyAction():
+                    spec: dict[str, Any] = {
+                        "kind": "copy", "sources": list(action.sources), "dest": action.dest,
+                        "dest_is_dir": action.dest_is_dir, "chown": chown,
+                        "chmod": action.chmod, "exclude": list(action.exclude),
+                    }
+                    if i in selections:
+                        tar_path = str(self.opts.workdir / f"ctx-{uuid.uuid4().hex}.tar")
+                        await asyncio.to_thread(self._write_context_tar, selections[i],
+                                                tar_path)
+                        spec["src_tar"] = tar_path
+                        spec["exclude"] = []  # already applied when selecting
+                    else:
+                        spec["src_lowers"] = await self._ensure_snapshots(
+                            by_op[action.source.op])
+                    actions.append(spec)
+        await self.sandbox.request("fileop", step_dir=step_dir, lowers=lowers, actions=actions)
+        for a in actions:
+            if a.get("src_tar"):
+                os.unlink(a["src_tar"])
+        return await self._commit(step_dir, base)
+
+    def _write_context_tar(self, entries: list[ContextEntry], path: str) -> None:
+        assert self.context is not None
+        with open(path, "wb") as f:
+            self.context.write_tar(entries, f)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _hash(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _argv_text(args: tuple[str, ...]) -> str:
+    return json.dumps(list(args))
+
+
+def _located(exc: PybuildError, meta: OpMetadata) -> PybuildError:
+    if exc.location is None and meta.filename:
+        text = meta.description.split("] ", 1)[-1]
+        exc.location = SourceLocation(meta.filename, meta.start_line, meta.end_line,
+                                      instruction=text.split(" ", 1)[0], text=text)
+    return exc
+
+
+def explain_miss(previous: CacheRecord | None, parts: dict[str, Any], meta: OpMetadata) -> str:
+    """Which part of the cache key differs from the last record of the same step."""
+    if previous is None:
+        return "first build of this step"
+    old = previous.parts
+    if old.get("inputs") != parts.get("inputs"):
+        if old.get("op") == parts.get("op"):
+            return "an earlier step or the base image changed"
+    old_files, new_files = old.get("file_list", {}), parts.get("file_list", {})
+    if old.get("files") != parts.get("files"):
+        changed = _changed_files(old_files, new_files)
+        if changed:
+            return "context files changed: " + ", ".join(changed[:5]) + (
+                f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        return "context files changed"
+    if old.get("env") != parts.get("env") and old.get("env") is not None:
+        return _changed_env(old.get("env", []), parts.get("env", []))
+    if old.get("op") != parts.get("op"):
+        was = previous.description.split("] ", 1)[-1]
+        now = meta.description.split("] ", 1)[-1]
+        if was != now:
+            return f"the instruction changed (was: {was})"
+        return "the instruction's options changed"
+    return "the previous result was removed from the cache"
+
+
+def _changed_files(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]) -> list[str]:
+    out: list[str] = []
+    for idx, files in new.items():
+        before = old.get(idx, {})
+        for rel in sorted(set(files) | set(before)):
+            if files.get(rel) != before.get(rel):
+                state = ("added" if rel not in before else "removed" if rel not in files
+                         else "modified")
+                out.append(f"{rel} ({state})")
+    return out
+
+
+def _changed_env(old: list[str], new: list[str]) -> str:
+    o = dict(e.split("=", 1) for e in old if "=" in e)
+    n = dict(e.split("=", 1) for e in new if "=" in e)
+    diffs = []
+    for k in sorted(set(o) | set(n)):
+        if o.get(k) != n.get(k):
+            diffs.append(f"{k}: {o.get(k)!r} -> {n.get(k)!r}")
+    return "environment/build args changed: " + "; ".join(diffs[:5])
+
+
+Callback = Callable[[str], None]

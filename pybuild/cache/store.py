@@ -1,0 +1,94 @@
+"""Cache records: cache key -> result, in SQLite (WAL), so a killed build never corrupts it.
+
+Keys are opaque digests computed by the builder. A record also keeps the key's parts and a
+`step` identity (stage + instruction), so a later miss can say which part changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    cache_key TEXT PRIMARY KEY,
+    step TEXT NOT NULL,
+    parts TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS records_step ON records(step, last_used);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRecord:
+    cache_key: str
+    step: str
+    parts: dict[str, Any]
+    result: dict[str, Any]
+    created: float
+    last_used: float
+    size: int
+    description: str
+
+
+class CacheStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def _row(row: tuple[Any, ...]) -> CacheRecord:
+        return CacheRecord(cache_key=row[0], step=row[1], parts=json.loads(row[2]),
+                           result=json.loads(row[3]), created=row[4], last_used=row[5],
+                           size=row[6], description=row[7])
+
+    _COLS = "cache_key, step, parts, result, created, last_used, size, description"
+
+    def get(self, cache_key: str) -> CacheRecord | None:
+        row = self._db.execute(f"SELECT {self._COLS} FROM records WHERE cache_key = ?",
+                               (cache_key,)).fetchone()
+        return self._row(row) if row else None
+
+    def touch(self, cache_key: str) -> None:
+        self._db.execute("UPDATE records SET last_used = ? WHERE cache_key = ?",
+                         (time.time(), cache_key))
+
+    def put(self, cache_key: str, *, step: str, parts: dict[str, Any], result: dict[str, Any],
+            size: int, description: str, created: float | None = None) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT OR REPLACE INTO records (cache_key, step, parts, result, created, "
+            "last_used, size, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (cache_key, step, json.dumps(parts, sort_keys=True),
+             json.dumps(result, sort_keys=True), created or now, now, size, description),
+        )
+
+    def latest_for_step(self, step: str) -> CacheRecord | None:
+        row = self._db.execute(
+            f"SELECT {self._COLS} FROM records WHERE step = ? ORDER BY last_used DESC LIMIT 1",
+            (step,)).fetchone()
+        return self._row(row) if row else None
+
+    def all(self) -> list[CacheRecord]:
+        rows = self._db.execute(f"SELECT {self._COLS} FROM records ORDER BY last_used DESC")
+        return [self._row(r) for r in rows.fetchall()]
+
+    def delete(self, keys: list[str]) -> None:
+        self._db.executemany("DELETE FROM records WHERE cache_key = ?", [(k,) for k in keys])

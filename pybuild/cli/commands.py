@@ -1,0 +1,199 @@
+"""The subcommands' bodies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pybuild.errors import UserError
+
+
+def _progress(mode: str, quiet: bool) -> Any:
+    from pybuild.cli.render import JsonProgress, PlainProgress, QuietProgress
+
+    if quiet or mode == "quiet":
+        return QuietProgress()
+    if mode == "rawjson":
+        return JsonProgress()
+    return PlainProgress()
+
+
+def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, str], ...],
+          labels: tuple[tuple[str, str], ...]) -> int:
+    import os
+
+    from pybuild.api import BuildRequest, build as run_build
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    for key, value in build_args:
+        if key == "SOURCE_DATE_EPOCH":
+            epoch = value
+    req = BuildRequest(
+        context=args.context, dockerfile=args.file, tags=tuple(args.tag),
+        build_args=build_args, target=args.target, platform=args.platform, labels=labels,
+        no_cache=args.no_cache, no_cache_filter=tuple(args.no_cache_filter),
+        network=args.network, runtime=args.runtime, compression=args.compression,
+        max_parallelism=args.max_parallelism,
+        source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
+        outputs=tuple(args.output),
+    )
+    progress = _progress(args.progress, args.quiet)
+    result = run_build(req, stores, progress)
+    for spec in args.output:
+        _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0])
+    if args.iidfile:
+        with open(args.iidfile, "w") as f:
+            f.write(result.manifest.digest)
+    if args.quiet:
+        print(result.manifest.digest)
+    else:
+        names = ", ".join(result.tags) if result.tags else "(untagged)"
+        print(f"built {names} {result.manifest.digest}", file=sys.stderr)
+    return 0
+
+
+def images(stores: Any) -> int:
+    from pybuild.content.walk import platforms_of
+
+    rows = [("NAME", "DIGEST", "PLATFORMS", "SIZE", "CREATED")]
+    for rec in stores.images.list():
+        from pybuild.oci.reference import Reference
+
+        try:
+            plats = platforms_of(stores.content, rec.descriptor)
+            platforms = ",".join(str(p) for _, p in plats)
+            size = _human(_image_size(stores, rec.descriptor))
+        except UserError as exc:
+            platforms, size = f"(broken: {exc.message[:40]})", "-"
+        rows.append((Reference.parse(rec.name).familiar, rec.descriptor.digest.hex[:12],
+                     platforms, size, rec.created))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _image_size(stores: Any, desc: Any) -> int:
+    from pybuild.content.walk import reachable
+
+    return sum(stores.content.size(d) for d in reachable(stores.content, [desc])
+               if stores.content.has(d))
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f}{unit}" if unit != "B" else f"{int(size)}B"
+        size /= 1000
+    return f"{n}B"
+
+
+def _resolve(stores: Any, image: str, platform: str) -> Any:
+    from pybuild.content.walk import resolve_platform
+    from pybuild.oci import mediatypes as mt
+    from pybuild.oci.platform import Platform
+
+    rec = stores.images.get(image)
+    desc = rec.descriptor
+    if platform or desc.media_type in mt.INDEX_TYPES:
+        from pybuild.oci.platform import host
+
+        desc = resolve_platform(stores.content, desc,
+                                Platform.parse(platform) if platform else host(), name=image)
+    return rec, desc
+
+
+def inspect(stores: Any, image: str, platform: str) -> int:
+    from pybuild.content.walk import read_config, read_manifest
+
+    rec, desc = _resolve(stores, image, platform)
+    manifest = read_manifest(stores.content, desc)
+    config = read_config(stores.content, manifest)
+    out = {
+        "name": rec.name,
+        "descriptor": rec.descriptor.to_json(),
+        "manifest_digest": str(desc.digest),
+        "manifest": manifest.to_json(),
+        "config": config.to_json(),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def tag(stores: Any, source: str, target: str) -> int:
+    from pybuild.oci.reference import Reference
+
+    rec = stores.images.get(source)
+    stores.images.put(Reference.parse(target), rec.descriptor, rec.created)
+    return 0
+
+
+def rmi(stores: Any, names: list[str]) -> int:
+    for name in names:
+        rec = stores.images.remove(name)
+        print(f"Untagged: {name} ({rec.descriptor.digest})")
+    return 0
+
+
+def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "") -> None:
+    from pybuild.cli.exports import export
+
+    export(stores, desc, spec, default_name)
+
+
+def export(stores: Any, image: str, outputs: list[str], platform: str) -> int:
+    from pybuild.oci.reference import Reference
+
+    rec = stores.images.get(image)
+    desc = rec.descriptor
+    if platform:
+        _, desc = _resolve(stores, image, platform)
+    for spec in outputs:
+        _export_descriptor(stores, desc, spec, default_name=Reference.parse(image).familiar)
+    return 0
+
+
+def prune(stores: Any, everything: bool) -> int:
+    from pybuild.content.gc import collect
+
+    freed, count = collect(stores, drop_cache=everything)
+    print(f"removed {count} blobs, {_human(freed)} freed")
+    return 0
+
+
+def debug_ast(path: str) -> int:
+    from pybuild.frontend.dockerfile.dump import dump_ast
+    from pybuild.frontend.dockerfile.parser import parse
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    sys.stdout.write(dump_ast(parse(data, path)))
+    return 0
+
+
+def debug_dag(args: argparse.Namespace, stores: Any,
+              build_args: tuple[tuple[str, str], ...]) -> int:
+    import os
+
+    from pybuild.api import LocalResolver, _read_dockerfile, _read_ignore, BuildRequest
+    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
+    from pybuild.oci.platform import Platform
+
+    req = BuildRequest(context=args.context, dockerfile=args.file)
+    data, path = _read_dockerfile(req)
+    patterns, _ = _read_ignore(args.context, path)
+    fe = compile_dockerfile(FrontendOptions(
+        dockerfile=data, filename=os.path.relpath(path), build_args=build_args,
+        target=args.target, platform=Platform.parse(args.platform) if args.platform else None,
+        dockerignore=tuple(patterns)), LocalResolver(stores))
+    if args.format == "dot":
+        sys.stdout.write(fe.definition.to_dot())
+    else:
+        print(json.dumps(fe.definition.to_json(), indent=2))
+    return 0

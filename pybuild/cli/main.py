@@ -1,0 +1,180 @@
+"""`pybuild` command line. Only this package prints, reads argv or exits.
+
+Imports of the heavy parts are lazy so that `pybuild --help` and no-op rebuilds start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any
+
+from pybuild import __version__
+from pybuild.errors import PybuildError
+
+HELP = """pybuild: build OCI container images from Dockerfiles, without a daemon or root.
+
+Common commands:
+  pybuild build -t app:1 .          build ./Dockerfile into the local image store
+  pybuild images                     list the local image store
+  pybuild inspect app:1              manifest + config of an image, as JSON
+  pybuild export app:1 -o type=oci,dest=app.tar
+  pybuild tag app:1 app:latest       add a name;  pybuild rmi app:1  removes one
+"""
+
+
+def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for v in values or []:
+        key, eq, value = v.partition("=")
+        if not key:
+            raise PybuildError(f"invalid {what} {v!r}: expected KEY=VALUE")
+        if not eq:
+            env = os.environ.get(key)
+            if env is None:
+                continue  # buildx: `--build-arg FOO` takes FOO from the environment if set
+            value = env
+        out.append((key, value))
+    return tuple(out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pybuild", description=HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    p.add_argument("--root", help="pybuild state directory (default: $PYBUILD_ROOT, "
+                   "/var/lib/pybuild for root, ~/.local/share/pybuild for a user)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build an image from a Dockerfile",
+                       description="Build an image from a Dockerfile and a context directory, "
+                       "like `docker buildx build`.")
+    b.add_argument("context", help="build context directory")
+    b.add_argument("-f", "--file", default="", help="Dockerfile path (default: CONTEXT/Dockerfile)")
+    b.add_argument("-t", "--tag", action="append", default=[],
+                   help="name the result in the local image store (repeatable)")
+    b.add_argument("--build-arg", action="append", help="set a build-time variable KEY=VALUE")
+    b.add_argument("--target", default="", help="build this stage (default: the last)")
+    b.add_argument("--platform", default="", help="target platform, e.g. linux/arm64")
+    b.add_argument("--label", action="append", help="set an image label KEY=VALUE")
+    b.add_argument("-o", "--output", action="append", default=[],
+                   help="export the result: type=oci|docker|local|tar,dest=PATH[,tar=false]")
+    b.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    b.add_argument("--no-cache-filter", action="append", default=[],
+                   help="do not use the cache for these stages")
+    b.add_argument("--network", default="default", choices=["default", "none", "host"],
+                   help="default network mode for RUN steps")
+    b.add_argument("--runtime", default="", choices=["", "crun", "runc"],
+                   help="OCI runtime for RUN steps (default: crun if installed, else runc)")
+    b.add_argument("--progress", default="auto",
+                   choices=["auto", "tty", "plain", "rawjson", "quiet"],
+                   help="progress output (default: auto)")
+    b.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    b.add_argument("--iidfile", default="", help="write the image digest to this file")
+    b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"],
+                   help="layer compression (default: gzip)")
+    b.add_argument("--max-parallelism", type=int, default=0,
+                   help="RUN steps at once (default: number of CPUs)")
+
+    sub.add_parser("images", help="list images in the local store")
+
+    i = sub.add_parser("inspect", help="show an image's manifest and config as JSON")
+    i.add_argument("image")
+    i.add_argument("--platform", default="", help="for a multi-platform image")
+
+    t = sub.add_parser("tag", help="give an image another name")
+    t.add_argument("source")
+    t.add_argument("target")
+
+    r = sub.add_parser("rmi", help="remove image names from the local store")
+    r.add_argument("images", nargs="+")
+
+    e = sub.add_parser("export", help="write a stored image out (OCI layout, tarballs, ...)")
+    e.add_argument("image")
+    e.add_argument("-o", "--output", action="append", required=True,
+                   help="type=oci|docker|local|tar,dest=PATH[,tar=false]")
+    e.add_argument("--platform", default="", help="for a multi-platform image")
+
+    d = sub.add_parser("debug", help="inspect pybuild's view of a Dockerfile")
+    dsub = d.add_subparsers(dest="debug_command", metavar="WHAT")
+    a = dsub.add_parser("ast", help="print the parsed Dockerfile in BuildKit's dump format")
+    a.add_argument("dockerfile")
+    dg = dsub.add_parser("dag", help="print the op DAG of a build as JSON or Graphviz dot")
+    dg.add_argument("context")
+    dg.add_argument("-f", "--file", default="")
+    dg.add_argument("--build-arg", action="append")
+    dg.add_argument("--target", default="")
+    dg.add_argument("--platform", default="")
+    dg.add_argument("--format", default="json", choices=["json", "dot"])
+
+    gc = sub.add_parser("prune", help="remove unused blobs from the content store")
+    gc.add_argument("-a", "--all", action="store_true",
+                    help="also drop the build cache records")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return _dispatch(args, parser)
+    except PybuildError as exc:
+        from pybuild.cli.render import render_error
+
+        render_error(exc, sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pybuild: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: one line, the traceback only on --debug
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"pybuild: internal error: {type(exc).__name__}: {exc}\n"
+                  "run with --debug for the traceback", file=sys.stderr)
+        return 2
+
+
+def _stores(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from pybuild.api import Stores
+
+    return Stores(Path(args.root).absolute() if args.root else None)
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pybuild.cli import commands
+
+    match args.command:
+        case "build":
+            return commands.build(args, _stores(args), _kv_list(args.build_arg, "build arg"),
+                                  _kv_list(args.label, "label"))
+        case "images":
+            return commands.images(_stores(args))
+        case "inspect":
+            return commands.inspect(_stores(args), args.image, args.platform)
+        case "tag":
+            return commands.tag(_stores(args), args.source, args.target)
+        case "rmi":
+            return commands.rmi(_stores(args), args.images)
+        case "export":
+            return commands.export(_stores(args), args.image, args.output, args.platform)
+        case "prune":
+            return commands.prune(_stores(args), args.all)
+        case "debug":
+            if args.debug_command == "ast":
+                return commands.debug_ast(args.dockerfile)
+            if args.debug_command == "dag":
+                return commands.debug_dag(args, _stores(args),
+                                          _kv_list(args.build_arg, "build arg"))
+            parser.parse_args(["debug", "--help"])
+    return 0

@@ -1,0 +1,1 @@
+"""pybuild.frontend.shell"""

@@ -1,0 +1,61 @@
+"""Media types of the OCI image-spec and Docker image manifest v2 schema 2."""
+
+from __future__ import annotations
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+LAYER_TYPES = frozenset(
+    {
+        OCI_LAYER,
+        OCI_LAYER_GZIP,
+        OCI_LAYER_ZSTD,
+        DOCKER_LAYER,
+        DOCKER_LAYER_GZIP,
+        DOCKER_FOREIGN_LAYER_GZIP,
+    }
+)
+
+# Accept header a registry client sends so that every kind of image is served.
+ACCEPT_ALL = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
+
+_TO_DOCKER = {
+    OCI_MANIFEST: DOCKER_MANIFEST,
+    OCI_INDEX: DOCKER_MANIFEST_LIST,
+    OCI_CONFIG: DOCKER_CONFIG,
+    OCI_LAYER_GZIP: DOCKER_LAYER_GZIP,
+    OCI_LAYER: DOCKER_LAYER,
+}
+_TO_OCI = {v: k for k, v in _TO_DOCKER.items()}
+
+
+def to_docker(media_type: str) -> str:
+    return _TO_DOCKER.get(media_type, media_type)
+
+
+def to_oci(media_type: str) -> str:
+    return _TO_OCI.get(media_type, media_type)
+
+
+def layer_compression(media_type: str) -> str:
+    """'gzip', 'zstd' or 'none' for a layer media type."""
+    if media_type.endswith("gzip"):
+        return "gzip"
+    if media_type.endswith("zstd"):
+        return "zstd"
+    return "none"
