@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pybuild.builder.events import EventSink, Notice, discard
 from pybuild.content.images import ImageStore
@@ -229,10 +230,11 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
     marker.write_text(idmap_key)
 
 
-async def build_async(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
+async def build_async(req: BuildRequest, stores: Stores,
+                      events: EventSink = discard) -> BuildResult:
     from pybuild.builder.context import BuildContext, StatCache
     from pybuild.builder.executor import idmap as idmap_mod
-    from pybuild.builder.executor.client import Sandbox, find_runtime
+    from pybuild.builder.executor.client import LazySandbox, find_runtime
     from pybuild.builder.solver import Solver, SolverOptions
     from pybuild.cache.store import CacheStore
     from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
@@ -266,10 +268,12 @@ async def build_async(req: BuildRequest, stores: Stores, events: EventSink = dis
         with _build_dir(roots) as workdir:
             if os.geteuid() == 0:
                 os.chown(workdir, *outside)
-            async with Sandbox(idmap) as sandbox:
+            async def clean_leftovers(sb: Any) -> None:
                 stale = _stale_build_dirs(roots)
                 if stale:
-                    await sandbox.request("rm", paths=stale)
+                    await sb.request("rm", paths=stale)
+
+            async with LazySandbox(idmap, clean_leftovers) as sandbox:
                 solver = Solver(
                     fe.definition, store=stores.content, cache=cache, sandbox=sandbox,
                     context=context, events=events,
@@ -284,7 +288,11 @@ async def build_async(req: BuildRequest, stores: Stores, events: EventSink = dis
                 try:
                     solved = await solver.solve()
                 finally:
-                    await sandbox.request("rm", paths=[str(workdir)])
+                    if sandbox.started:
+                        await sandbox.request("rm", paths=[str(workdir)])
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.rmdir(workdir)
         stat_cache.save()
     finally:
         cache.close()

@@ -15,9 +15,9 @@ import os
 import re
 import stat
 import threading
-from types import SimpleNamespace
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import BinaryIO
 
 from pybuild.errors import UserError

@@ -28,7 +28,7 @@ from pybuild.builder.events import (
     VertexMiss,
     VertexStarted,
 )
-from pybuild.builder.executor.client import Sandbox
+from pybuild.builder.executor.client import LazySandbox
 from pybuild.builder.executor.idmap import IdMap
 from pybuild.cache.store import CacheRecord, CacheStore
 from pybuild.content.store import ContentStore
@@ -112,7 +112,7 @@ class SolverOptions:
 
 class Solver:
     def __init__(self, definition: Definition, *, store: ContentStore, cache: CacheStore,
-                 sandbox: Sandbox, context: BuildContext | None, opts: SolverOptions,
+                 sandbox: LazySandbox, context: BuildContext | None, opts: SolverOptions,
                  events: EventSink) -> None:
         self.defn = definition
         self.store = store
@@ -181,8 +181,8 @@ class Solver:
             raise UserError(f"image {ref}: config has {len(config.diff_ids)} diff_ids but the "
                             f"manifest has {len(manifest.layers)} layers")
         layers = tuple(
-            LayerRef(digest=l.digest, diff_id=d, size=l.size, media_type=l.media_type)
-            for l, d in zip(manifest.layers, config.diff_ids, strict=True)
+            LayerRef(digest=x.digest, diff_id=d, size=x.size, media_type=x.media_type)
+            for x, d in zip(manifest.layers, config.diff_ids, strict=True)
         )
         for layer in layers:
             if not self.store.has(layer.digest):
@@ -193,9 +193,9 @@ class Solver:
 
     # -- cache --------------------------------------------------------------------------
 
-    async def _cache_parts(self, op: ExecOp | FileOp,
-                           inputs: list[tuple[str, Solved]]) -> tuple[dict[str, Any],
-                                                                       dict[int, list[ContextEntry]]]:
+    async def _cache_parts(
+        self, op: ExecOp | FileOp, inputs: list[tuple[str, Solved]]
+    ) -> tuple[dict[str, Any], dict[int, list[ContextEntry]]]:
         parts: dict[str, Any] = {"inputs": [k for k, _ in inputs]}
         selections: dict[int, list[ContextEntry]] = {}
         if isinstance(op, FileOp):
@@ -289,7 +289,7 @@ class Solver:
             async with lock, self._io_sem:
                 if not os.path.isdir(path):
                     await self.sandbox.request("apply", blob=str(self.store.blob_path(
-                        layer.digest)), dest=path)
+                        layer.digest)), dest=path, digest=str(layer.digest))
 
         layers = solved.real_layers
         await asyncio.gather(*(ensure(x) for x in layers))
@@ -456,9 +456,8 @@ def explain_miss(previous: CacheRecord | None, parts: dict[str, Any], meta: OpMe
     if previous is None:
         return "first build of this step"
     old = previous.parts
-    if old.get("inputs") != parts.get("inputs"):
-        if old.get("op") == parts.get("op"):
-            return "an earlier step or the base image changed"
+    if old.get("inputs") != parts.get("inputs") and old.get("op") == parts.get("op"):
+        return "an earlier step or the base image changed"
     old_files, new_files = old.get("file_list", {}), parts.get("file_list", {})
     if old.get("files") != parts.get("files"):
         changed = _changed_files(old_files, new_files)

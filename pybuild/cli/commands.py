@@ -24,7 +24,8 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
           labels: tuple[tuple[str, str], ...]) -> int:
     import os
 
-    from pybuild.api import BuildRequest, build as run_build
+    from pybuild.api import BuildRequest
+    from pybuild.api import build as run_build
 
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     for key, value in build_args:
@@ -181,7 +182,7 @@ def debug_dag(args: argparse.Namespace, stores: Any,
               build_args: tuple[tuple[str, str], ...]) -> int:
     import os
 
-    from pybuild.api import LocalResolver, _read_dockerfile, _read_ignore, BuildRequest
+    from pybuild.api import BuildRequest, LocalResolver, _read_dockerfile, _read_ignore
     from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
     from pybuild.oci.platform import Platform
 

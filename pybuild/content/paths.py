@@ -13,5 +13,6 @@ def default_root() -> Path:
         return Path(env).absolute()
     if os.geteuid() == 0:
         return Path("/var/lib/pybuild")
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
     return Path(xdg) / "pybuild"

@@ -42,7 +42,8 @@ class BlobWriter:
         digest = Digest.from_hex(self._hash.hexdigest())
         try:
             if expected is not None and digest != expected:
-                raise IntegrityError(f"blob {expected}: digest mismatch (content hashes to {digest})")
+                raise IntegrityError(
+                    f"blob {expected}: digest mismatch (content hashes to {digest})")
             if expected_size is not None and self.size != expected_size:
                 raise IntegrityError(
                     f"blob {digest}: size mismatch (expected {expected_size}, got {self.size})"

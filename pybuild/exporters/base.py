@@ -210,7 +210,7 @@ def _image_options(spec: str, attrs: dict[str, str]) -> ImageOptions:
                 f"{_suggest(value, _COMPRESSIONS)}",
                 hint="use gzip, zstd or uncompressed",
             )
-        compression = value  # type: ignore[assignment]
+        compression = value
     level: int | None = None
     if "compression-level" in attrs:
         try:

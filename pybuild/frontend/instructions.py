@@ -511,7 +511,7 @@ def parse_go_duration(text: str) -> int:
         pos = m.end()
     if pos == 0:
         raise ValueError(f"time: invalid duration {text!r}")
-    return sign * int(round(total))
+    return sign * round(total)
 
 
 def _parse_healthcheck(node: Node, loc: Loc) -> HealthcheckInstruction:

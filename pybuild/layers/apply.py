@@ -74,6 +74,10 @@ def _clean(name: bytes) -> list[bytes]:
     return parts
 
 
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         n = os.write(fd, data)
@@ -140,6 +144,11 @@ class _Applier:
                 if target.startswith(b"/"):
                     resolved = []
                 todo.extend(target.split(b"/")[::-1])
+            elif create and self.overlay and _is_whiteout(st):
+                # Deleted below, recreated here: an opaque dir, as the kernel makes it.
+                os.unlink(current)
+                self._make_opaque_dir(current)
+                resolved.append(part)
             elif create:
                 raise LayerError(
                     f"layer entry under {os.fsdecode(key)!r}: parent is not a directory"
@@ -149,6 +158,26 @@ class _Applier:
         result = self.dest + b"".join(b"/" + r for r in resolved)
         self.cache[key] = result
         return result
+
+    @staticmethod
+    def _is_whiteout_at(path: bytes) -> bool:
+        try:
+            return _is_whiteout(os.lstat(path))
+        except FileNotFoundError:
+            return False
+
+    def _make_opaque_dir(self, path: bytes) -> None:
+        os.mkdir(path, 0o755)
+        os.chmod(path, 0o755)
+        self._set_opaque(path)
+
+    def _set_opaque(self, path: bytes) -> None:
+        try:
+            os.setxattr(path, self.opaque_xattr, b"y", follow_symlinks=False)
+        except OSError as err:
+            raise LayerError(
+                f"cannot mark {os.fsdecode(path)} opaque ({self.opaque_xattr}): {err}"
+            ) from None
 
     def _remove_existing(self, path: bytes, keep_dir: bool) -> bool:
         """Clear `path` for a new entry. True if it is a directory to merge into."""
@@ -187,7 +216,10 @@ class _Applier:
         if kind == tf.LINK:
             self._hardlink(path, e)
         elif kind == tf.DIR:
-            if not self._remove_existing(path, keep_dir=True):
+            if self.overlay and self._is_whiteout_at(path):
+                os.unlink(path)
+                self._make_opaque_dir(path)
+            elif not self._remove_existing(path, keep_dir=True):
                 os.mkdir(path, 0o700)
             self._metadata(path, e, is_dir=True)
             self.dirs[path] = (e.mode, e.mtime)
@@ -265,12 +297,7 @@ class _Applier:
             if self.overlay:
                 d = self._resolve(parent_parts, create=True)
                 assert d is not None
-                try:
-                    os.setxattr(d, self.opaque_xattr, b"y", follow_symlinks=False)
-                except OSError as err:
-                    raise LayerError(
-                        f"cannot mark {os.fsdecode(d)} opaque ({self.opaque_xattr}): {err}"
-                    ) from None
+                self._set_opaque(d)
             else:
                 d = self._resolve(parent_parts, create=False)
                 if d is not None:

@@ -126,9 +126,9 @@ class TarReader:
         zero_blocks = 0
         while True:
             self._finish_entry()
-            if len(self._buf) - self._pos < tf.BLOCK and not self._fill_to(tf.BLOCK):
-                if zero_blocks or self.size == 0:
-                    return  # tolerate a missing second zero block / empty stream
+            if not self._fill_to(tf.BLOCK):
+                if len(self._buf) == self._pos:
+                    return  # like Go and GNU tar: a clean EOF ends the archive
                 raise LayerError("layer tar is truncated")
             block = self._read_exact(tf.BLOCK)
             if block == tf.ZERO_BLOCK:

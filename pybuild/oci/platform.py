@@ -81,8 +81,10 @@ class Platform:
         """True if an image for `other` can serve a request for `self`."""
         if self.os != other.os or self.architecture != other.architecture:
             return False
-        mine = Platform.normalize(os=self.os, architecture=self.architecture, variant=self.variant)
-        theirs = Platform.normalize(os=other.os, architecture=other.architecture, variant=other.variant)
+        mine = Platform.normalize(os=self.os, architecture=self.architecture,
+                                  variant=self.variant)
+        theirs = Platform.normalize(os=other.os, architecture=other.architecture,
+                                    variant=other.variant)
         return not mine.variant or mine.variant == theirs.variant
 
     def __str__(self) -> str:

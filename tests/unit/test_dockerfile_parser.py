@@ -326,3 +326,12 @@ def test_parse_accepts_str_and_bytes() -> None:
     assert dump("RUN \udcff") == dump(b"RUN \xff") == '(run "\\xff")'
     # Lone surrogates that are not escaped bytes are treated as their WTF-8 bytes.
     assert dump("RUN \ud800") == '(run "\\xed\\xa0\\x80")'
+
+
+def test_pathological_heredoc_words() -> None:
+    # strconv.ParseUint saturates; Python's int() would refuse 5000 digits.
+    doc = parse_heredoc("9" * 5000 + "<<EOF")
+    assert doc is not None and doc.file_descriptor == 2**64 - 1
+    # 3000 unterminated ${a:- : a lexing error, so no heredoc (and no crash).
+    deep = "RUN <<EOF " + "${a:-" * 3000 + "\nEOF\n"
+    assert [c.value for c in parse(deep).ast.children] == ["run", "eof"]

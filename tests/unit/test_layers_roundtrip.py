@@ -17,6 +17,13 @@ from pybuild.layers import apply_layer, compress_stream, write_tree
 
 MTIME = 1_600_000_000
 
+# chown to other ids, mknod of devices and trusted.* xattrs need root; CI runs
+# as root, so there a missing privilege fails instead of skipping.
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true", reason="needs root"
+)
+pytestmark = NEEDS_ROOT
+
 
 def snapshot(root: Path) -> dict[bytes, tuple[object, ...]]:
     """Everything a layer must preserve, keyed by relative path (bytes)."""

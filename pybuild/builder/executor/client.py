@@ -176,3 +176,45 @@ class Sandbox:
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader
+
+
+class LazySandbox:
+    """Starts the sandbox daemon on the first request: a fully cached build needs none."""
+
+    def __init__(self, idmap: IdMap, on_start: Callable[[Sandbox], Any] | None = None) -> None:
+        self._idmap = idmap
+        self._sandbox: Sandbox | None = None
+        self._starting: asyncio.Task[Sandbox] | None = None
+        self._on_start = on_start
+
+    @property
+    def started(self) -> bool:
+        return self._sandbox is not None
+
+    async def _start(self) -> Sandbox:
+        sb = Sandbox(self._idmap)
+        await sb.start()
+        self._sandbox = sb
+        if self._on_start is not None:
+            await self._on_start(sb)
+        return sb
+
+    async def request(self, op: str, *, on_log: LogSink | None = None,
+                      **params: Any) -> dict[str, Any]:
+        if self._sandbox is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start())
+            await asyncio.shield(self._starting)
+        assert self._sandbox is not None
+        return await self._sandbox.request(op, on_log=on_log, **params)
+
+    async def __aenter__(self) -> LazySandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starting
+        if self._sandbox is not None:
+            await self._sandbox.close()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,6 +36,7 @@ from pybuild.builder.executor.users import resolve_user
 from pybuild.errors import UserError
 from pybuild.layers.apply import apply_layer, open_layer_stream
 from pybuild.layers.compress import write_diff_compressed
+from pybuild.layers.decompress import decompressed
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -131,16 +134,51 @@ def op_ping(req: dict[str, Any]) -> dict[str, Any]:
     return {"uid": os.getuid(), "pid": os.getpid()}
 
 
+class _HashingReader(io.RawIOBase):
+    """Hashes every byte read from a blob, so a corrupt blob is caught while unpacking."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self._f.readinto(b)
+        if n:
+            self.hash.update(memoryview(b)[:n])
+        return n or 0
+
+    def drain(self) -> str:
+        while chunk := self._f.read(1 << 20):
+            self.hash.update(chunk)
+        return "sha256:" + self.hash.hexdigest()
+
+
 def op_apply(req: dict[str, Any]) -> dict[str, Any]:
-    """Unpack a layer blob into a snapshot dir (overlay lower format), atomically."""
+    """Unpack a layer blob into a snapshot dir (overlay lower format), atomically, checking
+    the blob's digest on the way."""
     dest = req["dest"]
     if os.path.isdir(dest):
         return {"existed": True}
     tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
     os.makedirs(tmp)
     try:
-        with open_layer_stream(req["blob"]) as stream:
-            apply_layer(stream, tmp, overlay_format=True)
+        with open(req["blob"], "rb") as raw:
+            hashing = _HashingReader(raw)
+            stream = decompressed(io.BufferedReader(hashing, 1 << 20))  # type: ignore[arg-type]
+            try:
+                apply_layer(stream, tmp, overlay_format=True)
+            except Exception as exc:
+                if req.get("digest") and hashing.drain() != req["digest"]:
+                    raise UserError(f"layer {req['digest']} in the content store is corrupt "
+                                    "(its content does not match its digest)") from exc
+                raise
+            actual = hashing.drain()
+        if req.get("digest") and actual != req["digest"]:
+            raise UserError(f"layer {req['digest']} in the content store is corrupt (content "
+                            f"hashes to {actual})", code="integrity")
         os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, dest)

@@ -295,7 +295,7 @@ def parse_heredoc(src: str) -> Heredoc | None:
     m = _HEREDOC_WORD.match(src)
     if m is None:
         return None
-    fd = min(int(m[1]), _MAX_UINT64) if m[1] else 0
+    fd = _parse_fd(m[1])
     rest = m[3]
     if not rest:
         return None
@@ -306,11 +306,22 @@ def parse_heredoc(src: str) -> Heredoc | None:
         raw = _Lexer(rest, raw_quotes=True, raw_escapes=False).process()
     except _LexError as err:
         raise HeredocError(str(err)) from None
+    except RecursionError:
+        return None  # hundreds of nested ${...}: not treated as a heredoc
     if len(raw) != len(words):
         raise HeredocError(f"internal lexing of heredoc produced inconsistent results: {rest}")
     # A quote that the unquoting pass removed means part of the name was quoted.
     expand = _quote_count(words[0]) == _quote_count(raw[0])
     return Heredoc(name=words[0], expand=expand, chomp=m[2] == "-", file_descriptor=fd)
+
+
+def _parse_fd(digits: str) -> int:
+    """strconv.ParseUint as BuildKit uses it: "" is 0, overflow saturates."""
+    if not digits:
+        return 0
+    if len(digits) > 20:  # int() also refuses very long digit strings
+        return _MAX_UINT64
+    return min(int(digits), _MAX_UINT64)
 
 
 def must_parse_heredoc(src: str) -> Heredoc | None:
@@ -325,7 +336,7 @@ def heredocs_from_line(line: str) -> list[Heredoc]:
     """The heredocs an instruction line opens, in order of appearance."""
     try:
         words = _Lexer(line, raw_quotes=True, raw_escapes=True).process()
-    except _LexError:
+    except (_LexError, RecursionError):
         words = []  # BuildKit ignores lexing errors here: no heredocs
     docs: list[Heredoc] = []
     for word in words:

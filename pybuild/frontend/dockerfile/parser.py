@@ -242,20 +242,35 @@ class _Parser:
         return from_bytes(raw)
 
     def _instruction(self) -> None:
+        """Read one logical line (plus heredoc bodies) and add its node."""
         text = self._read()
-        if _is_comment(text):
-            comment = go_trimspace(text[1:])
-            self.comments = [*self.comments, comment] if comment else []
+        self._note_comment(text)
         token, is_directive = self._process_line(text, strip_left=True)
         if is_directive:
-            self.comments = self.comments[:-1]
+            self.comments = self.comments[:-1]  # directives are not comments
         self.current += 1
         start = self.current
         token, end_of_line = self._trim_continuation(token)
         if end_of_line and not token:
-            return
-        parts = [token]
+            return  # blank line or comment
+        line = token if end_of_line else self._continuation(token)
+        child = self._node(line, start)
+        child.prev_comment = self.comments
+        self._read_heredocs(child, line, start)
+        self._add_child(child, start)
+        self.comments = []
+
+    def _note_comment(self, text: str) -> None:
+        if _is_comment(text):
+            comment = go_trimspace(text[1:])
+            # An empty "#" line resets the comments that describe the next node.
+            self.comments = [*self.comments, comment] if comment else []
+
+    def _continuation(self, first: str) -> str:
+        """Join continuation lines; comments and blank lines are skipped."""
+        parts = [first]
         has_empty = False
+        end_of_line = False
         while not end_of_line and self.index < len(self.lines):
             text = self._read()
             token, _ = self._process_line(text, strip_left=False)
@@ -267,6 +282,7 @@ class _Parser:
                 continue
             token, end_of_line = self._trim_continuation(token)
             parts.append(token)
+        # Lines are decoded one by one: re-join runes split across them.
         line = normalize("".join(parts))
         if has_empty:
             self.warnings.append(
@@ -277,11 +293,7 @@ class _Parser:
                     url=_EMPTY_CONTINUATION_URL,
                 )
             )
-        child = self._node(line, start)
-        child.prev_comment = self.comments
-        self._read_heredocs(child, line, start)
-        self._add_child(child, start)
-        self.comments = []
+        return line
 
     def _process_line(self, text: str, *, strip_left: bool) -> tuple[str, bool]:
         """``processLine``: trim, look for a directive, drop comments."""

@@ -1,0 +1,95 @@
+"""Fixtures for end-to-end tests: a pybuild root with the busybox base image, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_CACHE = REPO / "testdata" / "generated" / "busybox"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+PybuildRunner = Callable[..., Run]
+
+
+@pytest.fixture(scope="session")
+def base_layout() -> Path:
+    """The deterministic multi-arch busybox OCI layout (made once, from Debian packages)."""
+    from pybuild.testimages.busybox import build_busybox_layout
+
+    layout = BASE_CACHE / "oci"
+    build_busybox_layout(BASE_CACHE)
+    return layout
+
+
+def _import_base(root: Path, layout: Path) -> None:
+    from pybuild.api import Stores
+    from pybuild.testimages.busybox import import_into_store
+
+    stores = Stores(root)
+    import_into_store(stores.content, stores.images, layout, name="busybox:latest")
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory: pytest.TempPathFactory, base_layout: Path) -> Path:
+    """A pybuild root shared by the tests of one worker (its cache makes them fast)."""
+    root = tmp_path_factory.mktemp("pybuild-root")
+    _import_base(root, base_layout)
+    return root
+
+
+@pytest.fixture
+def fresh_root(tmp_path: Path, base_layout: Path) -> Path:
+    root = tmp_path / "root"
+    _import_base(root, base_layout)
+    return root
+
+
+def run_pybuild(root: Path, *args: str, cwd: Path | None = None, user: str | None = None,
+                env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    cmd = [sys.executable, "-m", "pybuild", "--root", str(root), *map(str, args)]
+    if user is not None:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    full_env = dict(os.environ)
+    full_env.pop("PYBUILD_ROOT", None)
+    full_env["PYTHONPATH"] = str(REPO)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or REPO, env=full_env,
+                          timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def pybuild(shared_root: Path) -> PybuildRunner:
+    def runner(*args: str, **kw: object) -> Run:
+        return run_pybuild(shared_root, *args, **kw)  # type: ignore[arg-type]
+
+    return runner
+
+
+def tool(name: str) -> str:
+    """Path of a host tool; skips locally but fails under CI=true when it is missing."""
+    from tests.tooling import require_tool
+
+    return require_tool(name)
+
+
+def copy_example(name: str, dest: Path) -> Path:
+    src = REPO / "examples" / name
+    shutil.copytree(src, dest)
+    return dest

@@ -1,0 +1,101 @@
+"""Rootless: an unprivileged user builds with a full subordinate id range; root builds
+still run every step in a user namespace."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, run_pybuild, tool
+
+USER = "pbtester"
+
+DOCKERFILE = """\
+FROM busybox
+RUN id -u > /uid && cat /proc/self/uid_map > /uidmap
+RUN mkdir /owned && touch /owned/f && chown -R 1000:1000 /owned && su nobody -s /bin/sh -c 'id -u' > /nobody
+RUN cat /proc/1/cmdline | tr '\\0' ' ' > /pid1 && ls /proc | grep -c '^[0-9]' > /nprocs
+"""
+
+
+def _require_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"test user {USER} is missing: scripts/setup.sh creates it")
+        pytest.skip(f"test user {USER} does not exist (run scripts/setup.sh as root)")
+
+
+def _layer_files(root: Path, image: str, tmp: Path) -> Path:
+    umoci = tool("umoci")
+    layout = tmp / "layout"
+    r = run_pybuild(root, "export", image, "-o", f"type=oci,dest={layout},tar=false")
+    assert r.code == 0, r.err
+    bundle = tmp / "bundle"
+    subprocess.run([umoci, "unpack", "--image", f"{layout}:{image.split(':')[1]}",
+                    str(bundle)], check=True, capture_output=True)
+    return bundle / "rootfs"
+
+
+def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path: Path) -> None:
+    user = _require_user()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to the test user")
+    tool("newuidmap")
+    work = Path("/tmp") / f"pybuild-rootless-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
+    try:
+        layout = work / "base"
+        shutil.copytree(base_layout, layout)
+        ctx = work / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(DOCKERFILE)
+        for p in [work, *work.rglob("*")]:
+            os.lchown(p, user.pw_uid, user.pw_gid)
+        root = work / "root"
+        load = run_pybuild(root, "load", "-i", str(layout), "-t", "busybox:latest", user=USER)
+        assert load.code == 0, load.err
+        r = run_pybuild(root, "build", "-t", "rootless:1", "--progress", "plain", str(ctx),
+                        user=USER)
+        assert r.code == 0, r.err
+        assert "single-id" not in r.err  # the full subordinate range was used
+        # Everything the user's build wrote belongs to the user or its sub-ids, none to root.
+        for p in root.rglob("*"):
+            st = p.lstat()
+            assert st.st_uid != 0, f"{p} is owned by host root"
+        files = _layer_files(root, "rootless:1", tmp_path)
+        assert (files / "uid").read_text().strip() == "0"
+        uidmap = (files / "uidmap").read_text().split()
+        assert uidmap[:3] == ["0", "0", "1"]  # container root = the sandbox's root
+        assert (files / "owned" / "f").stat().st_uid == 1000
+        assert (files / "owned").stat().st_gid == 1000
+        assert (files / "nobody").read_text().strip() == "65534"
+        assert int((files / "nprocs").read_text()) <= 3  # no host processes visible
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def test_root_build_runs_steps_in_a_user_namespace(pybuild, tmp_path: Path,
+                                                   shared_root: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("this test is about builds run by root")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN cat /proc/self/uid_map > /map && touch /made-by-root\n")
+    r = pybuild("build", "-t", "rootmap:1", str(ctx))
+    assert r.code == 0, r.err
+    files = _layer_files(shared_root, "rootmap:1", tmp_path)
+    inner = (files / "map").read_text().split()
+    assert inner[:3] == ["0", "0", "1"]
+    # The sandbox namespace itself maps root elsewhere: its snapshot dirs are not host root's.
+    snaps = shared_root / "sandbox" / "snapshots"
+    owners = {p.stat().st_uid for p in snaps.iterdir()}
+    assert owners and 0 not in owners
