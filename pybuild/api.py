@@ -377,3 +377,92 @@ def remove_tree(path: Path) -> None:
 
 def image_digest(stores: Stores, ref: str) -> Digest:
     return stores.images.get(ref).descriptor.digest
+
+
+def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name: str = "",
+                 platform: Platform | None = None) -> str:
+    """Write a stored image to the destination of one `--output` value; returns a summary."""
+    import sys
+
+    from pybuild.exporters.base import (
+        CacheOnlyOutput,
+        DockerOutput,
+        ImageOutput,
+        LocalOutput,
+        OCIOutput,
+        TarOutput,
+        parse_output,
+    )
+    from pybuild.exporters.docker_archive import DockerArchiveExporter
+    from pybuild.exporters.local import LocalExporter, TarExporter
+    from pybuild.exporters.oci_layout import OCILayoutExporter
+
+    spec = parse_output(spec_text)
+
+    def dest_of(dest: str | None) -> Any:
+        if dest is None or dest == "-":
+            if sys.stdout.isatty():
+                raise UserError(f"output {spec_text!r}: refusing to write a tarball to a "
+                                "terminal; add dest=FILE")
+            return sys.stdout.buffer
+        return dest
+
+    match spec:
+        case OCIOutput():
+            names = spec.image.names or ((default_name,) if default_name else ())
+            OCILayoutExporter(dest_of(spec.dest), tar=spec.tar,
+                              ref_name=names[0] if names else None).export(stores.content, desc)
+            return f"OCI {'archive' if spec.tar else 'layout'} {spec.dest}"
+        case DockerOutput():
+            names = list(spec.image.names) or ([default_name] if default_name else [])
+            tags = [Reference.parse(n).familiar for n in names]
+            DockerArchiveExporter(dest_of(spec.dest), repo_tags=tags,
+                                  platform=platform).export(stores.content, desc)
+            return f"docker archive {spec.dest}"
+        case LocalOutput():
+            LocalExporter(spec.dest, platform=platform,
+                          platform_split=spec.platform_split).export(stores.content, desc)
+            return f"directory {spec.dest}"
+        case TarOutput():
+            TarExporter(dest_of(spec.dest), platform=platform,
+                        platform_split=spec.platform_split).export(stores.content, desc)
+            return f"filesystem tarball {spec.dest}"
+        case ImageOutput():
+            if spec.push:
+                raise UserError("pushing to a registry is not supported yet",
+                                hint="export with -o type=oci,dest=FILE and push it with "
+                                     "`skopeo copy oci-archive:FILE docker://REF`")
+            for name in spec.image.names:
+                stores.images.put(Reference.parse(name), desc, _rfc3339(time.time()))
+            return "image store"
+        case CacheOnlyOutput():
+            return "nothing (cache only)"
+    raise UserError(f"unsupported output {spec_text!r}")
+
+
+def load_image(stores: Stores, path: str, tags: tuple[str, ...] = ()) -> tuple[Descriptor,
+                                                                              list[str]]:
+    """Import an OCI layout (directory or tar) or a docker archive into the store."""
+    from pybuild.exporters.oci_layout import read_oci_layout
+
+    if not os.path.exists(path):
+        raise NotFoundError(f"{path}: no such file or directory")
+    desc = read_oci_layout(path, stores.content, None)
+    names = list(tags)
+    if not names:
+        for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+            value = desc.annotation(key)
+            if value and (key != "org.opencontainers.image.ref.name" or ":" in value
+                          or "/" in value):
+                names.append(value)
+                break
+    if not names:
+        raise UserError(f"{path} does not name its image; give a name with -t NAME")
+    out = []
+    for name in names:
+        ref = Reference.parse(name)
+        plain = Descriptor(media_type=desc.media_type, digest=desc.digest, size=desc.size,
+                           platform=desc.platform)
+        stores.images.put(ref, plain, _rfc3339(time.time()))
+        out.append(ref.familiar)
+    return desc, out

@@ -140,9 +140,19 @@ def rmi(stores: Any, names: list[str]) -> int:
 
 
 def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "") -> None:
-    from pybuild.cli.exports import export
+    from pybuild.api import export_image
 
-    export(stores, desc, spec, default_name)
+    what = export_image(stores, desc, spec, default_name)
+    print(f"exported {desc.digest} to {what}", file=sys.stderr)
+
+
+def load(stores: Any, path: str, tags: list[str]) -> int:
+    from pybuild.api import load_image
+
+    desc, names = load_image(stores, path, tuple(tags))
+    for name in names:
+        print(f"Loaded image: {name} ({desc.digest})")
+    return 0
 
 
 def export(stores: Any, image: str, outputs: list[str], platform: str) -> int:

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="type=oci|docker|local|tar,dest=PATH[,tar=false]")
     e.add_argument("--platform", default="", help="for a multi-platform image")
 
+    ld = sub.add_parser("load", help="import an OCI layout/archive or docker archive")
+    ld.add_argument("-i", "--input", required=True, help="layout directory or tarball")
+    ld.add_argument("-t", "--tag", action="append", default=[],
+                    help="name(s) for the image (default: the name recorded in the archive)")
+
     d = sub.add_parser("debug", help="inspect pybuild's view of a Dockerfile")
     dsub = d.add_subparsers(dest="debug_command", metavar="WHAT")
     a = dsub.add_parser("ast", help="print the parsed Dockerfile in BuildKit's dump format")
@@ -168,6 +173,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return commands.rmi(_stores(args), args.images)
         case "export":
             return commands.export(_stores(args), args.image, args.output, args.platform)
+        case "load":
+            return commands.load(_stores(args), args.input, args.tag)
         case "prune":
             return commands.prune(_stores(args), args.all)
         case "debug":

@@ -14,14 +14,18 @@ a user namespace that maps them).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
 import shutil
 import stat
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import zstandard
 
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import platforms_of, read_config, read_manifest, resolve_platform
@@ -96,11 +100,17 @@ def apply_image(store: ContentStore, manifest_descriptor: Descriptor, dest: Path
             raise UserError(f"layer {layer.digest} has media type {layer.media_type}")
         with store.open(layer.digest, what="layer") as f:
             reader = VerifyingReader(f, layer, "content store")
-            stats = apply_layer(
-                io.BufferedReader(reader, _CHUNK),
-                str(dest),
-                overlay_format=False,
-            )
+            try:
+                stats = apply_layer(
+                    io.BufferedReader(reader, _CHUNK),
+                    str(dest),
+                    overlay_format=False,
+                )
+            except (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError) as exc:
+                # A blob that does not even decompress is damaged content, not an I/O fault.
+                raise IntegrityError(
+                    f"layer {layer.digest} in the content store is corrupt: {exc}"
+                ) from None
             buf = bytearray(_CHUNK)
             while reader.readinto(buf):  # the rest (gzip trailer, padding) for the digest
                 pass

@@ -1,7 +1,8 @@
 """Deterministic layer compression that hashes both sides in the same pass.
 
 gzip: raw deflate from the system zlib behind a fixed header (mtime 0, no
-file name, OS 255), byte-identical to `gzip.compress(data, mtime=0)`.
+file name, OS 255 as Go's compress/gzip writes), byte-identical to
+`gzip.GzipFile(filename="", mtime=0)`. Level 6 by default.
 
 zstd: python-zstandard (it bundles its own libzstd, so the version is pinned by
 the package) in multi-threaded streaming mode. libzstd guarantees that
@@ -28,6 +29,7 @@ from pybuild.digest import Digest
 from pybuild.layers.diff import write_diff_from_upper, write_tree
 from pybuild.layers.errors import LayerError
 from pybuild.layers.hashsink import ThreadedHashWriter
+from pybuild.oci import mediatypes
 
 Compression = Literal["gzip", "zstd", "none"]
 
@@ -36,9 +38,9 @@ ZSTD_DEFAULT_LEVEL = 3
 _READ_CHUNK = 1 << 20
 
 MEDIA_TYPES: dict[str, str] = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": mediatypes.OCI_LAYER_GZIP,
+    "zstd": mediatypes.OCI_LAYER_ZSTD,
+    "none": mediatypes.OCI_LAYER,
 }
 
 

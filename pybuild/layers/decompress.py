@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from typing import BinaryIO, Literal
 
 import zstandard
+
+from pybuild.layers.errors import LayerError
+from pybuild.layers.zstdframes import ZstdFrameTracker
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -42,6 +46,22 @@ class _Prefixed(io.RawIOBase):
         return n
 
 
+class _ZstdChecked:
+    """The compressed side of a zstd stream; EOF in the middle of a frame is an error."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._frames = ZstdFrameTracker()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._frames.feed(data)
+        elif not self._frames.at_frame_boundary:
+            raise LayerError("corrupt compressed layer: zstd stream is truncated")
+        return data
+
+
 class _Closing(io.RawIOBase):
     """Reads from a decompressor and closes the underlying file with it."""
 
@@ -53,16 +73,19 @@ class _Closing(io.RawIOBase):
         return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._reader.read(len(b))
+        data = self.read(len(b))
         n = len(data)
         b[:n] = data
         return n
 
     def read(self, size: int = -1) -> bytes:
         # Pass big reads straight through: no copy into a caller buffer.
-        if size is None or size < 0:
-            return self._reader.read()
-        return self._reader.read(size)
+        try:
+            if size is None or size < 0:
+                return self._reader.read()
+            return self._reader.read(size)
+        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
+            raise LayerError(f"corrupt compressed layer: {e}") from None
 
     def close(self) -> None:
         if not self.closed:
@@ -86,8 +109,9 @@ def decompressed(stream: BinaryIO, *, close_source: bool = False) -> BinaryIO:
         reader: BinaryIO = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
         return _Closing(reader, owned)  # type: ignore[return-value]
     if kind == "zstd":
+        checked: BinaryIO = _ZstdChecked(source)  # type: ignore[assignment]
         zreader = zstandard.ZstdDecompressor().stream_reader(
-            source, read_size=1 << 20, read_across_frames=True, closefd=False
+            checked, read_size=1 << 20, read_across_frames=True, closefd=False
         )
         return _Closing(zreader, owned)  # type: ignore[return-value]
     return _Closing(source, owned)  # type: ignore[return-value]

@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,19 +45,31 @@ def _import_base(root: Path, layout: Path) -> None:
     import_into_store(stores.content, stores.images, layout, name="busybox:latest")
 
 
+def traversable_dir(prefix: str) -> Path:
+    """A temp dir every user can traverse: a root's build namespace maps root elsewhere,
+    so pybuild roots must not sit under 0700 directories such as pytest's tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def shared_root(tmp_path_factory: pytest.TempPathFactory, base_layout: Path) -> Path:
+def shared_root(base_layout: Path) -> Iterator[Path]:
     """A pybuild root shared by the tests of one worker (its cache makes them fast)."""
-    root = tmp_path_factory.mktemp("pybuild-root")
+    base = traversable_dir("pybuild-test-")
+    root = base / "root"
     _import_base(root, base_layout)
-    return root
+    yield root
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
-def fresh_root(tmp_path: Path, base_layout: Path) -> Path:
-    root = tmp_path / "root"
+def fresh_root(base_layout: Path) -> Iterator[Path]:
+    base = traversable_dir("pybuild-test-")
+    root = base / "root"
     _import_base(root, base_layout)
-    return root
+    yield root
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def run_pybuild(root: Path, *args: str, cwd: Path | None = None, user: str | None = None,

@@ -138,3 +138,14 @@ def test_write_tree_compressed(tmp_path: Path) -> None:
     res = write_tree_compressed(str(root), str(tmp_path / "blob"), "zstd")
     assert res.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
     assert res.size == 512 * 4  # header, data, two end blocks
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_corrupt_blobs_are_layer_errors(kind: str, tmp_path: Path) -> None:
+    blob, _ = _compress(DATA, kind)
+    for bad in (blob[: len(blob) // 2], blob[:100] + bytes(200) + blob[300:]):
+        path = tmp_path / "bad"
+        path.write_bytes(bad)
+        with pytest.raises(LayerError), open_layer_stream(str(path)) as s:
+            while s.read(1 << 20):
+                pass

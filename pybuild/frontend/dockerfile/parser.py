@@ -160,12 +160,14 @@ class ParseResult:
     directives: Directives
 
 
-def parse(data: bytes | str, filename: str = "Dockerfile") -> ParseResult:
+def parse(data: bytes | bytearray | str, filename: str = "Dockerfile") -> ParseResult:
     """Parse a Dockerfile the way BuildKit's ``parser.Parse`` does.
 
-    Raises :class:`DockerfileSyntaxError` (and nothing else) on bad input.
+    ``str`` input is treated as the UTF-8 bytes it encodes (escaped bytes from
+    ``surrogateescape`` included). Raises :class:`DockerfileSyntaxError` (and
+    nothing else) on bad input.
     """
-    raw = data if isinstance(data, bytes) else to_bytes(data)
+    raw = to_bytes(data) if isinstance(data, str) else bytes(data)
     lines, too_long = _scan_lines(raw)
     parser = _Parser(lines, filename)
     result = parser.run()

@@ -1,0 +1,1 @@
+"""Small deterministic images for tests and demos, made from distribution packages."""
