@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, run_pybuild, tool
+from tests.integration.conftest import run_pybuild, tool
 
 USER = "pbtester"
 
 DOCKERFILE = """\
 FROM busybox
 RUN id -u > /uid && cat /proc/self/uid_map > /uidmap
-RUN mkdir /owned && touch /owned/f && chown -R 1000:1000 /owned && su nobody -s /bin/sh -c 'id -u' > /nobody
+RUN mkdir /owned && touch /owned/f && chown -R 1000:1000 /owned
+RUN su nobody -s /bin/sh -c 'id -u' > /nobody
 RUN cat /proc/1/cmdline | tr '\\0' ' ' > /pid1 && ls /proc | grep -c '^[0-9]' > /nprocs
 """
 
