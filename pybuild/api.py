@@ -280,7 +280,7 @@ async def build_async(req: BuildRequest, stores: Stores,
                     opts=SolverOptions(
                         root=roots.root, workdir=workdir, snapshots=roots.snapshots,
                         runtime=runtime, idmap=idmap, compression=req.compression,
-                        max_parallelism=req.max_parallelism or max(1, os.cpu_count() or 1),
+                        max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(roots.cache_mounts),
                     ),
@@ -305,6 +305,12 @@ async def build_async(req: BuildRequest, stores: Stores,
         stores.images.put(ref, manifest_desc, created)
         result.tags.append(ref.familiar)
     return result
+
+
+def default_parallelism() -> int:
+    """RUN steps at once: 4 per CPU. Steps often wait (sleep, network, I/O) rather than
+    compute, and BuildKit bounds nothing by default; 4x keeps memory use predictable."""
+    return 4 * max(1, os.cpu_count() or 1)
 
 
 def build(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"],
                    help="layer compression (default: gzip)")
     b.add_argument("--max-parallelism", type=int, default=0,
-                   help="RUN steps at once (default: number of CPUs)")
+                   help="RUN steps at once (default: 4 x the number of CPUs)")
 
     sub.add_parser("images", help="list images in the local store")
 
