@@ -21,7 +21,6 @@ from pybuild.content.store import ContentStore
 from pybuild.content.walk import read_config, read_manifest, resolve_platform
 from pybuild.digest import Digest
 from pybuild.errors import NotFoundError, UserError
-from pybuild.frontend.convert import ResolvedImage
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import History, ImageConfig
 from pybuild.oci.descriptor import Descriptor, Manifest
@@ -85,7 +84,9 @@ class LocalResolver:
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
 
-    def resolve(self, ref: str, platform: Platform) -> ResolvedImage:
+    def resolve(self, ref: str, platform: Platform) -> Any:
+        from pybuild.frontend.convert import ResolvedImage
+
         try:
             reference = Reference.parse(ref)
         except UserError as exc:
@@ -129,6 +130,7 @@ class BuildRequest:
 class BuildResult:
     manifest: Descriptor
     config: ImageConfig
+    config_digest: Digest
     tags: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     misses: dict[str, str] = field(default_factory=dict)
@@ -296,8 +298,12 @@ async def build_async(req: BuildRequest, stores: Stores,
         stat_cache.save()
     finally:
         cache.close()
+    if solver.executed:
+        auto_gc(stores)
     manifest_desc, config = _make_image(stores.content, fe.config, solved, req)
-    result = BuildResult(manifest=manifest_desc, config=config, executed=solver.executed,
+    result = BuildResult(manifest=manifest_desc, config=config,
+                         config_digest=Digest.from_bytes(config.encode()),
+                         executed=solver.executed,
                          misses=solver.misses)
     created = config.created or _rfc3339(time.time())
     for tag in req.tags:
@@ -472,3 +478,66 @@ def load_image(stores: Stores, path: str, tags: tuple[str, ...] = ()) -> tuple[D
         stores.images.put(ref, plain, _rfc3339(time.time()))
         out.append(ref.familiar)
     return desc, out
+
+
+def parse_size(text: str) -> int:
+    """`10GB`, `512MiB`, `1e9` -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?)(i?)b?\s*", text.lower())
+    if not m:
+        raise UserError(f"invalid size {text!r}: use e.g. 10GB or 512MiB")
+    base = 1024 if m.group(3) else 1000
+    power = " kmgt".index(m.group(2) or " ")
+    return int(float(m.group(1)) * base**power)
+
+
+def parse_duration(text: str) -> float:
+    """`24h`, `90m`, `7d`, `3600s` -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([smhd]?)\s*", text.lower())
+    if not m:
+        raise UserError(f"invalid duration {text!r}: use e.g. 24h, 90m or 7d")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+async def prune_async(stores: Stores, *, everything: bool = False, until: float | None = None,
+                      keep_storage: int | None = None, grace: float | None = None) -> Any:
+    """Drop cache records and blobs by policy, then the unpacked snapshots nothing uses."""
+    from pybuild.builder.executor import idmap as idmap_mod
+    from pybuild.builder.executor.client import Sandbox
+    from pybuild.content.gc import GRACE_SECONDS, collect
+
+    report = collect(stores, drop_cache=everything, until=until, keep_storage=keep_storage,
+                     grace=GRACE_SECONDS if grace is None else grace)
+    snaps = stores.roots.snapshots
+    if snaps.is_dir():
+        live = {d.split(":", 1)[1][:24] for d in report.live_diff_ids}
+        dead = [str(p) for p in snaps.iterdir()
+                if p.name not in live and not p.name.startswith(".")]
+        if dead:
+            idmap = idmap_mod.detect()
+            marker = stores.roots.sandbox / "idmap"
+            if marker.is_file() and marker.read_text() == idmap.key:
+                async with Sandbox(idmap) as sb:
+                    await sb.request("rm", paths=dead)
+    return report
+
+
+def prune(stores: Stores, **kw: Any) -> Any:
+    return asyncio.run(prune_async(stores, **kw))
+
+
+def auto_gc(stores: Stores) -> None:
+    """After a build: keep the store under PYBUILD_GC_KEEP_STORAGE (default 20 GB)."""
+    from pybuild.content.gc import DEFAULT_KEEP_STORAGE
+
+    limit_text = os.environ.get("PYBUILD_GC_KEEP_STORAGE", "")
+    limit = parse_size(limit_text) if limit_text else DEFAULT_KEEP_STORAGE
+    total = 0
+    with os.scandir(stores.content.blobs_dir) as it:
+        for entry in it:
+            total += entry.stat().st_size
+    if total > limit:
+        prune(stores, keep_storage=limit)

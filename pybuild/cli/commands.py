@@ -17,6 +17,10 @@ def _progress(mode: str, quiet: bool) -> Any:
         return QuietProgress()
     if mode == "rawjson":
         return JsonProgress()
+    if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
+        from pybuild.cli.tty import TtyProgress
+
+        return TtyProgress()
     return PlainProgress()
 
 
@@ -41,12 +45,32 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
         outputs=tuple(args.output),
     )
     progress = _progress(args.progress, args.quiet)
-    result = run_build(req, stores, progress)
+    try:
+        result = run_build(req, stores, progress)
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
     for spec in args.output:
         _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0])
     if args.iidfile:
         with open(args.iidfile, "w") as f:
             f.write(result.manifest.digest)
+    if args.metadata_file:
+        meta = {
+            "containerimage.digest": str(result.manifest.digest),
+            "containerimage.config.digest": str(result.config_digest),
+            "containerimage.descriptor": result.manifest.to_json(),
+            "image.name": ",".join(result.tags),
+            "pybuild.steps.executed": result.executed,
+            "pybuild.steps.not_cached_because": result.misses,
+        }
+        with open(args.metadata_file, "w") as f:
+            json.dump(meta, f, indent=2)
+    if args.explain:
+        if not result.misses:
+            print("explain: every step was cached", file=sys.stderr)
+        for name, reason in result.misses.items():
+            print(f"explain: {name}: {reason}", file=sys.stderr)
     if args.quiet:
         print(result.manifest.digest)
     else:
@@ -167,11 +191,33 @@ def export(stores: Any, image: str, outputs: list[str], platform: str) -> int:
     return 0
 
 
-def prune(stores: Any, everything: bool) -> int:
-    from pybuild.content.gc import collect
+def prune(stores: Any, everything: bool, filters: list[str], keep_storage: str) -> int:
+    from pybuild.api import parse_duration, parse_size
+    from pybuild.api import prune as run_prune
 
-    freed, count = collect(stores, drop_cache=everything)
-    print(f"removed {count} blobs, {_human(freed)} freed")
+    until = None
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key != "until" or not value:
+            raise UserError(f"unsupported filter {f!r}: only until=DURATION is supported")
+        until = parse_duration(value)
+    report = run_prune(stores, everything=everything, until=until,
+                       keep_storage=parse_size(keep_storage) if keep_storage else None)
+    print(f"removed {report.records_removed} cache records and {report.blobs_removed} "
+          f"blobs; {_human(report.bytes_freed)} freed")
+    return 0
+
+
+def du(stores: Any) -> int:
+    from pybuild.content.gc import disk_usage
+
+    rows = disk_usage(stores)
+    print(f"{'KIND':<6} {'ID':<12} {'SIZE':>9}  {'LAST USED':<20}  DESCRIPTION")
+    for r in rows:
+        print(f"{r['kind']:<6} {r['id'][-12:]:<12} {_human(r['size']):>9}  "
+              f"{r['last_used']:<20}  {r['description']}")
+    total = sum(stores.content.size(d) for d in stores.content.digests())
+    print(f"total in the content store: {_human(total)}")
     return 0
 
 

@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="progress output (default: auto)")
     b.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
     b.add_argument("--iidfile", default="", help="write the image digest to this file")
+    b.add_argument("--metadata-file", default="",
+                   help="write build result metadata (digests, names) as JSON, like buildx")
+    b.add_argument("--explain", action="store_true",
+                   help="after the build, list every step that ran and why it was not cached")
     b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"],
                    help="layer compression (default: gzip)")
     b.add_argument("--max-parallelism", type=int, default=0,
@@ -115,9 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     dg.add_argument("--platform", default="")
     dg.add_argument("--format", default="json", choices=["json", "dot"])
 
-    gc = sub.add_parser("prune", help="remove unused blobs from the content store")
-    gc.add_argument("-a", "--all", action="store_true",
-                    help="also drop the build cache records")
+    gc = sub.add_parser("prune", help="remove build cache and unused blobs",
+                        description="Remove build cache records and every blob no image "
+                        "and no remaining record uses. Without options, only what nothing "
+                        "references (and is older than an hour) goes. After each build "
+                        "pybuild prunes automatically down to $PYBUILD_GC_KEEP_STORAGE "
+                        "(default 20GB), least recently used first.")
+    gc.add_argument("-a", "--all", action="store_true", help="drop all build cache records")
+    gc.add_argument("--filter", action="append", default=[],
+                    help="until=DURATION: drop records unused for longer (e.g. until=24h)")
+    gc.add_argument("--keep-storage", default="",
+                    help="drop least recently used records until the store is under SIZE")
+    sub.add_parser("du", help="show what the image store and build cache hold")
     return p
 
 
@@ -176,7 +189,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         case "load":
             return commands.load(_stores(args), args.input, args.tag)
         case "prune":
-            return commands.prune(_stores(args), args.all)
+            return commands.prune(_stores(args), args.all, args.filter, args.keep_storage)
+        case "du":
+            return commands.du(_stores(args))
         case "debug":
             if args.debug_command == "ast":
                 return commands.debug_ast(args.dockerfile)
