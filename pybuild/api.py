@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pybuild.builder.events import EventSink, Notice, discard
 from pybuild.content.images import ImageStore
@@ -239,22 +239,12 @@ async def build_async(req: BuildRequest, stores: Stores,
     from pybuild.builder.executor.client import LazySandbox, find_runtime
     from pybuild.builder.solver import Solver, SolverOptions
     from pybuild.cache.store import CacheStore
-    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
     from pybuild.frontend.dockerignore import PatternMatcher
 
     data, df_path = _read_dockerfile(req)
     ignore_patterns, ignore_name = _read_ignore(req.context, df_path)
     platform = Platform.parse(req.platform) if req.platform else None
-    fe = compile_dockerfile(
-        FrontendOptions(
-            dockerfile=data, filename=os.path.relpath(df_path) if not os.path.isabs(
-                req.dockerfile or "") else df_path,
-            build_args=req.build_args, target=req.target, platform=platform,
-            labels=req.labels, dockerignore=tuple(ignore_patterns), no_cache=req.no_cache,
-            no_cache_filter=req.no_cache_filter, network=req.network,
-        ),
-        LocalResolver(stores),
-    )
+    fe = _compile_memoized(stores, data, df_path, req, platform, tuple(ignore_patterns))
     roots = stores.roots
     idmap = idmap_mod.detect()
     if idmap.warning:
@@ -311,6 +301,70 @@ async def build_async(req: BuildRequest, stores: Stores,
         stores.images.put(ref, manifest_desc, created)
         result.tags.append(ref.familiar)
     return result
+
+
+def _source_stamp() -> str:
+    """Changes whenever the frontend's code does (a development install edits it)."""
+    import pybuild
+
+    base = Path(pybuild.__file__).parent
+    stamps = [pybuild.__version__]
+    for sub in ("frontend", "frontend/dockerfile", "frontend/shell", "llb", "oci"):
+        with os.scandir(base / sub) as it:
+            stamps.extend(f"{e.name}:{e.stat().st_mtime_ns}" for e in it
+                          if e.name.endswith(".py"))
+    return ",".join(sorted(stamps))
+
+
+class _Compiled(NamedTuple):
+    definition: Any
+    config: ImageConfig
+    stage_name: str
+    warnings: tuple[str, ...]
+
+
+def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildRequest,
+                      platform: Platform | None, ignore: tuple[str, ...]) -> Any:
+    """The frontend is a pure function of its inputs and of the image store's names, so its
+    result is memoized: a no-op rebuild then skips parsing, expansion and their imports."""
+    import hashlib
+    import pickle
+
+    filename = os.path.relpath(df_path) if not os.path.isabs(req.dockerfile or "") else df_path
+    try:
+        names = (stores.roots.images / "images.json").read_bytes()
+    except FileNotFoundError:
+        names = b""
+    key = hashlib.sha256(pickle.dumps((
+        _source_stamp(), data, filename, req.build_args, req.target, str(platform),
+        req.labels, ignore, req.no_cache, req.no_cache_filter, req.network, names,
+    ))).hexdigest()
+    memo = stores.roots.root / "cache" / "frontend" / key
+    try:
+        with open(memo, "rb") as f:
+            definition, config, stage_name, warnings = pickle.load(f)
+        return _Compiled(definition, config, stage_name, warnings)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+            ValueError, TypeError):
+        pass
+    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
+
+    fe = compile_dockerfile(
+        FrontendOptions(
+            dockerfile=data, filename=filename, build_args=req.build_args, target=req.target,
+            platform=platform, labels=req.labels, dockerignore=ignore, no_cache=req.no_cache,
+            no_cache_filter=req.no_cache_filter, network=req.network,
+        ),
+        LocalResolver(stores),
+    )
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        # Plain values only: unpickling must not import the frontend's modules.
+        pickle.dump((fe.definition, fe.config, fe.stage_name, fe.warnings), f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, memo)
+    return fe
 
 
 def default_parallelism() -> int:

@@ -40,7 +40,30 @@ def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]
     return tuple(out)
 
 
-def _parser() -> argparse.ArgumentParser:
+COMMANDS = ("build", "images", "inspect", "tag", "rmi", "export", "load", "debug", "prune",
+            "du")
+
+
+def _wanted(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, so only its parser is built (start-up
+    time matters for no-op rebuilds); None builds them all (help, errors)."""
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg == "--root":
+            skip_next = True
+            continue
+        if arg.startswith("-"):
+            if arg in ("-h", "--help", "--version"):
+                return None
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pybuild", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"pybuild {__version__}")
@@ -48,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
                    "/var/lib/pybuild for root, ~/.local/share/pybuild for a user)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    real_add = sub.add_parser
+
+    # --root and --debug are accepted after the subcommand too.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return argparse.ArgumentParser(add_help=False)  # a throwaway, never used
+        return real_add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     b = sub.add_parser("build", help="build an image from a Dockerfile",
                        description="Build an image from a Dockerfile and a context directory, "
@@ -135,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(_wanted(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
