@@ -124,6 +124,10 @@ class BuildRequest:
     max_parallelism: int = 0
     source_date_epoch: int | None = None
     outputs: tuple[str, ...] = ()
+    # --secret id=ID,src=FILE | id=ID,env=VAR -> (id, "file" | "env", path or variable)
+    secrets: tuple[tuple[str, str, str], ...] = ()
+    # --ssh default | ID=SOCKET -> (id, socket path or "" for $SSH_AUTH_SOCK)
+    ssh: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -275,6 +279,7 @@ async def build_async(req: BuildRequest, stores: Stores,
                         max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(roots.cache_mounts),
+                        secrets=req.secrets, ssh=req.ssh,
                     ),
                 )
                 try:

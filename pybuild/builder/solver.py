@@ -108,6 +108,9 @@ class SolverOptions:
     network_default: str = "host"
     source_date_epoch: int | None = None
     cache_root: str = ""
+    # --secret: (id, "file" | "env", path or variable name); --ssh: (id, socket or "")
+    secrets: tuple[tuple[str, str, str], ...] = ()
+    ssh: tuple[tuple[str, str], ...] = ()
 
 
 class Solver:
@@ -316,56 +319,110 @@ class Solver:
 
     async def _exec(self, digest: Digest, op: ExecOp, meta: OpMetadata, name: str,
                     inputs: list[tuple[str, Solved]]) -> Solved:
+        import contextlib
+
+        from pybuild.builder.events import Notice
+
         by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
         base = by_op[op.rootfs.op] if op.rootfs is not None else Solved(layers=())
         lowers = await self._ensure_snapshots(base)
         mounts = []
         for m in op.mounts:
-            mounts.append(await self._mount_spec(m, by_op))
+            spec = await self._mount_spec(m, by_op)
+            if spec is not None:
+                mounts.append(spec)
         env = list(op.env) + [e for e in op.proxy_env
                               if e.split("=", 1)[0] not in {x.split("=", 1)[0] for x in op.env}]
         if not any(e.startswith("PATH=") for e in env):
             env.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        # "default" is the host's network (what rootless BuildKit and Buildah give RUN
+        # steps: connectivity, including the host's loopback); see executor/sandboxd.py.
         network = op.network if op.network != "default" else self.opts.network_default
         step_dir = self._step_dir(digest)
+        state_dir = str(self.opts.workdir / "runtime-state")
+        extents = self.opts.idmap.nested_extents()
+        selector = self.sandbox.runtime_selector(
+            self.opts.runtime, self.opts.root / "sandbox" / "runtime.json")
+        runtime, fallback = await selector.choose(
+            self.sandbox, str(self.opts.workdir / "runtime-probe"), state_dir, extents)
         output: list[str] = []
 
         def on_log(data: str) -> None:
             output.append(data)
             self.events(VertexLog(digest=str(digest), name=name, data=data))
 
+        out = str(self.opts.workdir / f"layer-{uuid.uuid4().hex}")
         async with self._run_sem:
+            # One request runs the step and, if it succeeds, diffs and commits its layer.
             res = await self.sandbox.request(
                 "exec", on_log=on_log, step_dir=step_dir, lowers=lowers, args=list(op.args),
                 env=env, cwd=op.cwd, user=op.user, hostname=op.hostname,
                 network=network, insecure=op.security == "insecure", mounts=mounts,
-                id_extents=self.opts.idmap.nested_extents(), runtime=self.opts.runtime,
-                cache_root=self.opts.cache_root,
-                state_dir=str(self.opts.workdir / "runtime-state"))
+                id_extents=extents, runtime=runtime, fallback=fallback,
+                cache_root=self.opts.cache_root, state_dir=state_dir,
+                commit={"out": out, "compression": self.opts.compression,
+                        "snapshot_dir": str(self.opts.snapshots),
+                        "mtime": self.opts.source_date_epoch, "lowers": lowers})
+        for spec in mounts:
+            if spec.get("src_tar"):
+                with contextlib.suppress(OSError):
+                    os.unlink(spec["src_tar"])
+        if res.get("fell_back"):
+            selector.fell_back(res["runtime"], res.get("fallback_reason", ""))
+        for level, text in self.sandbox.take_notices():
+            self.events(Notice(text, level=level))
         code = int(res["exit_code"])
+        if res.get("runtime_error"):
+            err = StepFailedError(
+                f"the OCI runtime {os.path.basename(res['runtime'])} could not run process "
+                f"{_argv_text(op.args)}: {res['runtime_error']}", exit_code=1)
+            err.output = "".join(output)  # type: ignore[attr-defined]
+            err.step_exit_code = code  # type: ignore[attr-defined]
+            raise err
         if code != 0:
-            await self.sandbox.request("rm", paths=[step_dir])
-            text = "".join(output)
             err = StepFailedError(
                 f"process {_argv_text(op.args)} did not complete successfully: exit code: "
                 f"{code}", exit_code=1)
-            err.output = text  # type: ignore[attr-defined]
+            err.output = "".join(output)  # type: ignore[attr-defined]
             err.step_exit_code = code  # type: ignore[attr-defined]
             raise err
         self.executed_exec = getattr(self, "executed_exec", 0) + 1
-        return await self._commit(step_dir, base)
+        commit = res["commit"]
+        now = time.time()
+        if commit["empty"]:
+            os.unlink(out)
+            return Solved(layers=(*base.layers, None), created=now)
+        layer_digest = await asyncio.to_thread(self.store.ingest_file, Path(out),
+                                               Digest(commit["digest"]))
+        layer = LayerRef(digest=layer_digest, diff_id=Digest(commit["diff_id"]),
+                         size=int(commit["compressed_size"]), media_type=commit["media_type"])
+        return Solved(layers=(*base.layers, layer), created=now)
 
-    async def _mount_spec(self, m: Any, by_op: dict[Digest, Solved]) -> dict[str, Any]:
+    async def _mount_spec(self, m: Any, by_op: dict[Digest, Solved]) -> dict[str, Any] | None:
+        """The sandbox's view of one RUN mount; None for an absent optional secret."""
+        import base64
+
         if m.type == "bind":
             if m.input is None:
                 raise UserError("bind mount without a source")
             if self._is_context(m.input):
                 if self.context is None:
                     raise UserError("this build has no context directory")
-                src = os.path.join(self.context.root, m.selector.lstrip("/"))
-                return {"destination": m.target, "type": "bind", "source": src,
-                        "options": ["rbind", "ro" if m.readonly else "rw"],
-                        "file": os.path.isfile(src)}
+                # The selected context files (.dockerignore applied, as BuildKit sends
+                # them) are unpacked into the step dir by the sandbox: the user's files
+                # are never exposed, and an rw mount's writes vanish with the step.
+                entries = await asyncio.to_thread(self.context.select, (m.selector,), ())
+                tar_path = str(self.opts.workdir / f"bind-{uuid.uuid4().hex}.tar")
+
+                def write_tar() -> None:
+                    assert self.context is not None
+                    with open(tar_path, "wb") as f:
+                        self.context.write_tar(entries, f)
+
+                await asyncio.to_thread(write_tar)
+                return {"destination": m.target, "type": "bind", "src_tar": tar_path,
+                        "selector": m.selector, "readonly": m.readonly,
+                        "options": ["rbind", "ro" if m.readonly else "rw"]}
             lowers = await self._ensure_snapshots(by_op[m.input.op])
             return {"destination": m.target, "type": "bind", "src_lowers": lowers,
                     "selector": m.selector, "readonly": m.readonly,
@@ -379,10 +436,59 @@ class Solver:
         if m.type == "cache":
             assert m.cache is not None
             cid = hashlib.sha256(m.cache.id.encode()).hexdigest()[:32]
-            return {"destination": m.target, "type": "bind", "cache_dir": cid,
-                    "cache_mode": m.cache.mode, "cache_uid": m.cache.uid,
-                    "cache_gid": m.cache.gid, "options": ["rbind", "rw"]}
-        raise UserError(f"RUN --mount=type={m.type} is not supported yet")
+            spec: dict[str, Any] = {
+                "kind": "cache", "destination": m.target, "type": "bind", "cache_dir": cid,
+                "sharing": m.cache.sharing, "cache_mode": m.cache.mode,
+                "cache_uid": m.cache.uid, "cache_gid": m.cache.gid, "options": ["rbind", "rw"]}
+            if m.input is not None and not self._is_context(m.input):
+                spec["src_lowers"] = await self._ensure_snapshots(by_op[m.input.op])
+                spec["selector"] = m.selector
+            return spec
+        if m.type == "secret":
+            assert m.secret is not None
+            sec = m.secret
+            given = {sid: (kind, value) for sid, kind, value in self.opts.secrets}
+            data: bytes | None = None
+            if sec.id in given:
+                kind, value = given[sec.id]
+                if kind == "env":
+                    env_value = os.environ.get(value)
+                    data = env_value.encode() if env_value is not None else None
+                else:
+                    try:
+                        with open(value, "rb") as f:
+                            data = f.read()
+                    except OSError as exc:
+                        raise UserError(f"secret {sec.id}: cannot read {value}: "
+                                        f"{exc.strerror}") from None
+            if data is None:
+                if sec.required:
+                    raise UserError(f"secret {sec.id} not found: this RUN requires it",
+                                    hint=f"pass --secret id={sec.id},src=FILE or "
+                                         f"--secret id={sec.id},env=VARIABLE")
+                return None
+            return {"kind": "secret", "type": "bind", "destination": m.target,
+                    "env": sec.env, "data": base64.b64encode(data).decode(),
+                    "mode": sec.mode, "uid": sec.uid, "gid": sec.gid}
+        if m.type == "ssh":
+            agents = dict(self.opts.ssh)
+            if m.ssh_id not in agents:
+                raise UserError(f"no SSH agent or key {m.ssh_id!r} forwarded to this build",
+                                hint=f"pass --ssh {m.ssh_id}=SOCKET (or --ssh default with "
+                                     "SSH_AUTH_SOCK set)")
+            agent = agents[m.ssh_id] or os.environ.get("SSH_AUTH_SOCK", "")
+            if not agent:
+                raise UserError(f"--ssh {m.ssh_id}: no socket given and SSH_AUTH_SOCK is "
+                                "not set")
+            owner = None
+            if os.geteuid() == 0:
+                owner = (self.opts.idmap.uid_extents[0].outside,
+                         self.opts.idmap.gid_extents[0].outside)
+            sock = await self.sandbox.ssh.socket_for(m.ssh_id, agent, str(self.opts.workdir),
+                                                     owner)
+            return {"kind": "ssh", "type": "bind", "destination": m.target, "source": sock,
+                    "options": ["rbind"]}
+        raise UserError(f"RUN --mount=type={m.type} is not supported")
 
     # -- file ---------------------------------------------------------------------------
 

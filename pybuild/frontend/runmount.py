@@ -1,157 +1,188 @@
-"""`RUN --mount=...` option parsing (BuildKit's instructions/commands_runmount.go)."""
+"""`RUN --mount=...` option parsing (BuildKit's instructions/commands_runmount.go).
+
+BuildKit parses each `--mount` twice: once when the instruction is parsed, with no
+expander (only `from` is looked at: a `$` in it is an error), and again at dispatch with
+an expander bound to the stage's environment at that point (every value is expanded).
+`parse_mount(spec, None)` is the first pass, `parse_mount(spec, expand)` the second.
+"""
 
 from __future__ import annotations
 
 import csv
-import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pybuild.errors import UserError
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-_KEYS = (
-    "type", "from", "source", "src", "target", "dst", "destination", "readonly", "ro",
-    "readwrite", "rw", "id", "sharing", "mode", "uid", "gid", "size", "required", "env",
+SHARING_MODES = ("shared", "private", "locked")
+_ALL_KEYS = (
+    "type", "from", "source", "target", "readonly", "id", "sharing", "required", "size",
+    "mode", "uid", "gid", "src", "dst", "destination", "ro", "rw", "readwrite", "env",
 )
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)?$", re.IGNORECASE)
+
+Expander = Callable[[str], str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RunMount:
-    type: str
-    target: str = ""
-    source: str = ""
+    type: str = "bind"
     from_: str = ""
-    readonly: bool = True
+    source: str = ""
+    target: str = ""
+    readonly: bool = False
+    size: int = 0
     id: str = ""
-    sharing: str = "shared"
+    sharing: str = ""  # "" = not given (shared)
+    required: bool = False
+    env: str | None = None  # secret exposed as this environment variable
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
-    size: int = 0
-    required: bool = False
-    env: str = ""
 
 
-def _bool(value: str | None, key: str) -> bool:
-    if value is None or value == "":
+def _parse_bool(value: str, key: str) -> bool:
+    """Go's strconv.ParseBool."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
         return True
-    v = value.lower()
-    if v in ("true", "1", "t"):
-        return True
-    if v in ("false", "0", "f"):
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise UserError(f"invalid value for {key}: {value}")
 
 
-def parse_size(text: str) -> int:
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise UserError(f"invalid size value {text!r}")
-    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+def _parse_uint(value: str, base: int, bits: int) -> int:
+    """Go's strconv.ParseUint (no sign, no underscores for an explicit base)."""
+    digits = "01234567" if base == 8 else "0123456789"
+    if not value or any(c not in digits for c in value):
+        raise ValueError(value)
+    n = int(value, base)
+    if n >= 2**bits:
+        raise ValueError(value)
+    return n
+
+
+_RAM = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtpKMGTP]?)[iI]?[bB]?$")
+
+
+def ram_in_bytes(text: str) -> int:
+    """docker/go-units RAMInBytes: binary multipliers, optional `i`/`b` suffix."""
+    m = _RAM.match(text)
+    if m is None:
+        raise ValueError(text)
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
     return int(float(m.group(1)) * mult[m.group(2).lower()])
 
 
-def parse_run_mount(spec: str, expand: callable, workdir: str) -> RunMount:  # type: ignore[valid-type]
-    """Parse one --mount value. `expand` expands option values (not `from`)."""
+def _fields(spec: str) -> list[str]:
     try:
-        fields = next(csv.reader([spec]))
-    except (csv.Error, StopIteration):
-        raise UserError(f"invalid mount spec {spec!r}") from None
-    kv: dict[str, str | None] = {}
-    for f in fields:
-        key, eq, value = f.partition("=")
-        key = key.strip().lower()
-        if key not in _KEYS:
-            from difflib import get_close_matches
+        rows = list(csv.reader([spec], strict=True))
+    except csv.Error as exc:
+        raise UserError(f"failed to parse csv mounts: {exc}") from None
+    return rows[0] if rows else []
 
-            close = get_close_matches(key, _KEYS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"unexpected key '{key}' in '{f}'{hint}")
-        kv[key] = value if eq else None
-    mtype = (kv.get("type") or "bind").lower()
-    if mtype not in MOUNT_TYPES:
-        from difflib import get_close_matches
 
-        close = get_close_matches(mtype, MOUNT_TYPES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UserError(f"unsupported mount type {mtype!r}{hint}")
+def _suggested(message: str, value: str, options: tuple[str, ...]) -> str:
+    from pybuild.frontend.instructions import with_suggestion
 
-    def val(*names: str) -> str:
-        for n in names:
-            if n in kv and kv[n] is not None:
-                return expand(kv[n])
-        return ""
+    return with_suggestion(message, value, options)
 
-    from_ = kv.get("from") or ""
-    if "$" in from_:
-        raise UserError("'from' doesn't support variable expansion, define alias stage instead")
-    target = val("target", "dst", "destination")
-    source = val("source", "src")
-    if mtype == "secret" and "source" in kv and "id" in kv:
-        raise UserError("both source and id can't be set")
-    mid = val("id")
-    if mtype == "secret" and not mid:
-        mid = source
-    readonly = mtype in ("bind",)
-    if "readonly" in kv or "ro" in kv:
-        readonly = _bool(kv.get("readonly", kv.get("ro")), "readonly")
-    if "readwrite" in kv or "rw" in kv:
-        readonly = not _bool(kv.get("readwrite", kv.get("rw")), "readwrite")
-    env = val("env")
-    if not target:
-        if mtype == "secret":
-            if not mid and not env:
-                raise UserError("one of source, target or env required for secret mount")
-            target = f"/run/secrets/{mid}" if not env else ""
-        elif mtype == "ssh":
-            target = ""
+
+def parse_mount(spec: str, expand: Expander | None) -> RunMount:
+    """One `--mount` value; `expand` is None for the parse-time pass."""
+    m = RunMount()
+    ro_auto = True
+    for field in _fields(spec):
+        key, eq, value = field.partition("=")
+        key = key.lower()
+        if not eq:
+            if expand is None:
+                continue  # evaluated later
+            if key in ("readonly", "ro"):
+                m.readonly, ro_auto = True, False
+                continue
+            if key in ("readwrite", "rw"):
+                m.readonly, ro_auto = False, False
+                continue
+            if key == "required":
+                if m.type in ("secret", "ssh"):
+                    m.required = True
+                    continue
+                raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
+            raise UserError(f"invalid field '{field}' must be a key=value pair")
+        if expand is not None:
+            value = expand(value)
+        elif key == "from":
+            idx = value.find("$")
+            if idx != -1 and idx != len(value) - 1:
+                raise UserError(f"'{key}' doesn't support variable expansion, define alias "
+                                "stage instead")
         else:
-            raise UserError("mount target is required")
-    if target and not target.startswith("/"):
-        target = posixpath.join(workdir or "/", target)
-    if target:
-        target = posixpath.normpath(target)
-        if target == "/":
-            raise UserError("invalid mount target \"/\"")
-    if mtype == "secret" and not mid:
-        mid = posixpath.basename(target)
-    if mtype == "ssh" and not mid:
-        mid = "default"
-    if mtype == "cache" and not mid:
-        mid = target
-    sharing = (val("sharing") or "shared").lower()
-    if "sharing" in kv and mtype != "cache":
-        raise UserError("sharing is only allowed for cache mounts")
-    if sharing not in ("shared", "private", "locked"):
-        raise UserError(f"unsupported sharing value {sharing!r}")
-    for key in ("mode", "uid", "gid"):
-        if key in kv and mtype not in ("cache", "secret", "ssh"):
-            raise UserError(f"{key} is only allowed for cache, secret and ssh mounts")
-    if "size" in kv and mtype != "tmpfs":
-        raise UserError("size is only allowed for tmpfs mounts")
-    if source and mtype == "ssh":
-        raise UserError("source is not allowed for ssh mounts")
-    if from_ and mtype in ("secret", "ssh", "tmpfs"):
-        raise UserError(f"from is not allowed for {mtype} mounts")
-    mode = None
-    if kv.get("mode") is not None:
-        try:
-            mode = int(val("mode"), 8)
-        except ValueError:
-            raise UserError(f"invalid mode {kv['mode']!r}: expecting an octal value") from None
-    uid = _int(val("uid"), "uid") if kv.get("uid") is not None else None
-    gid = _int(val("gid"), "gid") if kv.get("gid") is not None else None
-    size = parse_size(val("size")) if kv.get("size") is not None else 0
-    required = _bool(kv.get("required"), "required") if "required" in kv else False
-    return RunMount(type=mtype, target=target, source=source, from_=from_, readonly=readonly,
-                    id=mid, sharing=sharing, mode=mode, uid=uid, gid=gid, size=size,
-                    required=required, env=env)
-
-
-def _int(text: str, key: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"invalid {key} value {text!r}") from None
+            continue
+        match key:
+            case "type":
+                v = value.lower()
+                if v not in MOUNT_TYPES:
+                    raise UserError(_suggested(f'unsupported mount type "{value}"', value,
+                                               MOUNT_TYPES))
+                m.type = v
+            case "from":
+                m.from_ = value
+            case "source" | "src":
+                m.source = value
+            case "target" | "dst" | "destination":
+                m.target = value
+            case "readonly" | "ro":
+                m.readonly = _parse_bool(value, key)
+                ro_auto = False
+            case "readwrite" | "rw":
+                m.readonly = not _parse_bool(value, key)
+                ro_auto = False
+            case "required":
+                if m.type not in ("secret", "ssh"):
+                    raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
+                m.required = _parse_bool(value, key)
+            case "size":
+                if m.type != "tmpfs":
+                    raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
+                try:
+                    m.size = ram_in_bytes(value)
+                except ValueError:
+                    raise UserError(f"invalid value for {key}: {value}") from None
+            case "id":
+                m.id = value
+            case "sharing":
+                v = value.lower()
+                if v not in SHARING_MODES:
+                    raise UserError(_suggested(f'unsupported sharing value "{value}"', value,
+                                               SHARING_MODES))
+                m.sharing = v
+            case "mode" | "uid" | "gid":
+                try:
+                    n = _parse_uint(value, 8 if key == "mode" else 10, 32)
+                except ValueError:
+                    raise UserError(f"invalid value {value} for {key}") from None
+                setattr(m, key, n)
+            case "env":
+                m.env = value
+            case _:
+                raise UserError(_suggested(f"unexpected key '{key}' in '{field}'", key,
+                                           _ALL_KEYS))
+    if m.type not in ("secret", "ssh", "cache"):
+        for key in ("mode", "uid", "gid"):
+            if getattr(m, key) is not None:
+                raise UserError(f'{key} not allowed for "{m.type}" type mounts')
+    if ro_auto:
+        m.readonly = m.type not in ("cache", "tmpfs")
+    if m.type == "secret":
+        if m.from_:
+            raise UserError("secret mount should not have a from")
+        if m.sharing:
+            raise UserError("secret mount should not define sharing")
+        if not m.source and not m.target and not m.id:
+            raise UserError("invalid secret mount. one of source, target required")
+        if m.source and m.id:
+            raise UserError("both source and id can't be set")
+    if m.sharing and m.type != "cache":
+        raise UserError(f"invalid cache sharing set for {m.type} mount")
+    return m

@@ -15,6 +15,7 @@ from pybuild.llb.ops import (
     Op,
     SecretOpts,
     SourceOp,
+    SSHOpts,
     encode,
     op_digest,
 )
@@ -22,5 +23,5 @@ from pybuild.llb.ops import (
 __all__ = [
     "CacheMountOpts", "Chown", "CopyAction", "Definition", "DefinitionBuilder", "ExecOp",
     "FileAction", "FileOp", "Input", "MkdirAction", "MkfileAction", "Mount", "Op",
-    "OpMetadata", "SecretOpts", "SourceOp", "encode", "op_digest",
+    "OpMetadata", "SSHOpts", "SecretOpts", "SourceOp", "encode", "op_digest",
 ]

@@ -71,6 +71,17 @@ class SecretOpts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SSHOpts:
+    """Options of an SSH agent socket mount (`RUN --mount=type=ssh`)."""
+
+    id: str = "default"
+    required: bool = False
+    mode: int = 0o600
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mount:
     """A mount of an ExecOp. `input` is None for scratch-like mounts (tmpfs, cache, secret)."""
 
@@ -83,6 +94,7 @@ class Mount:
     secret: SecretOpts | None = None
     tmpfs_size: int = 0
     ssh_id: str = ""
+    ssh: SSHOpts | None = None  # set for type=ssh (ssh_id mirrors ssh.id)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "type": self.type,
@@ -101,6 +113,10 @@ class Mount:
             out["tmpfs_size"] = self.tmpfs_size
         if self.ssh_id:
             out["ssh_id"] = self.ssh_id
+        if self.ssh is not None:
+            h = self.ssh
+            out["ssh"] = {"id": h.id, "required": h.required, "mode": h.mode, "uid": h.uid,
+                          "gid": h.gid}
         return out
 
 
@@ -173,6 +189,12 @@ class CopyAction:
     from_context: bool = True  # context files become 0:0 when chown is None
     dest_is_dir: bool = False  # the dest was written with a trailing slash
     unpack: bool = False  # ADD: extract local tar archives
+    # --parents: `sources` is the pivot dir; entries below it matching these patterns are
+    # copied keeping their path relative to the pivot. `required_paths` must exist.
+    include_patterns: tuple[str, ...] = ()
+    required_paths: tuple[str, ...] = ()
+    # --link: copied onto an empty layer and merged (no symlink in dest is followed).
+    link: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -190,6 +212,10 @@ class CopyAction:
             "from_context": self.from_context,
             "dest_is_dir": self.dest_is_dir,
             "unpack": self.unpack,
+            **({"include_patterns": list(self.include_patterns)}
+               if self.include_patterns else {}),
+            **({"required_paths": list(self.required_paths)} if self.required_paths else {}),
+            **({"link": True} if self.link else {}),
         }
 
 

@@ -48,7 +48,7 @@ def test_config_matches_the_dockerfile(hello: dict[str, object]) -> None:
         'ENV GREETING=hello from pybuild',
         "LABEL org.opencontainers.image.title=hello "
         "org.opencontainers.image.description=pybuild demo",
-        "EXPOSE map[8080/tcp:{}]",
+        "EXPOSE [8080/tcp]",
         "USER nobody",
         'ENTRYPOINT ["/app/run.sh"]',
         'CMD ["world"]',

@@ -78,7 +78,8 @@ def test_one_changed_file_reruns_only_its_dependents(fresh_root: Path, tmp_path:
     assert names[0] == "COPY b.txt /b.txt"
     assert names[1] == "RUN cat /b.txt > /b.copy"
     assert "/deps.txt" in names[2] and names[2].startswith("COPY")
-    assert names[3] == 'RUN echo "$FLAVOR" > /flavor'
+    # Step names show expanded variables, as BuildKit's progress does.
+    assert names[3] == 'RUN echo "plain" > /flavor'
     reason = next(r for n, r in _misses(out).items() if "COPY b.txt" in n)
     assert "b.txt (modified)" in reason
 
@@ -105,7 +106,7 @@ def test_changed_build_arg_reruns_steps_after_its_declaration(fresh_root: Path,
     assert names[:4] == ["RUN cat /a.txt > /a.copy", "COPY b.txt /b.txt",
                          "RUN cat /b.txt > /b.copy", names[3]]
     assert names[3].startswith("COPY") and "/deps.txt" in names[3]
-    assert names[4] == 'RUN echo "$FLAVOR" > /flavor'
+    assert names[4] == 'RUN echo "spicy" > /flavor'
     assert not any("echo deps" in n for n in names)
     reasons = _misses(out)
     first_run = next(r for n, r in reasons.items() if "RUN cat /a.txt" in n)
@@ -133,7 +134,7 @@ def test_two_concurrent_builds_share_one_root(fresh_root: Path, tmp_path: Path) 
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i, c in enumerate(ctxs)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert _digest(fresh_root, "conc:0") != _digest(fresh_root, "conc:1")
     for i in range(2):

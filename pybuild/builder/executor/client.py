@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import os
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pybuild.builder.executor.idmap import IdMap, write_maps
@@ -22,13 +24,17 @@ class SandboxError(UserError):
     code = "sandbox"
 
 
+RUNTIMES = ("crun", "runc")  # preference order when --runtime is not given
+
+
 def find_runtime(preferred: str = "") -> str:
-    """The OCI runtime to use: `preferred` if given, else crun, else runc."""
-    names = [preferred] if preferred else ["crun", "runc"]
+    """The OCI runtime asked for: the path of `preferred` if given; "" (probe in the
+    sandbox, see `RuntimeSelector`) if not, once at least one runtime is installed."""
+    names = [preferred] if preferred else list(RUNTIMES)
     for name in names:
         path = shutil.which(name)
         if path:
-            return path
+            return path if preferred else ""
     if preferred:
         raise UserError(f"OCI runtime {preferred!r} is not installed",
                         hint=f"apt-get install {preferred}")
@@ -178,6 +184,139 @@ class Sandbox:
                 await self._reader
 
 
+class RuntimeSelector:
+    """Which OCI runtime runs the steps of one build.
+
+    `--runtime NAME` pins it. Otherwise the choice is probed once per pybuild root: a
+    trivial container is run inside the sandbox with each installed runtime in preference
+    order (crun, runc), and the first that works is remembered in `memo` (JSON). A step
+    whose runtime fails at run time with a runtime-level error is retried with the other
+    runtime, which then becomes the remembered choice."""
+
+    def __init__(self, requested: str, memo: Path) -> None:
+        self.requested = requested
+        self.memo = memo
+        self._lock = asyncio.Lock()
+        self._choice: tuple[str, str] | None = None
+        self.notices: list[str] = []
+
+    def _installed(self) -> list[str]:
+        return [p for p in (shutil.which(n) for n in RUNTIMES) if p]
+
+    def _remembered(self) -> str:
+        try:
+            data = json.loads(self.memo.read_text())
+        except (OSError, ValueError):
+            return ""
+        path = str(data.get("path", ""))
+        return path if path in self._installed() else ""
+
+    def _remember(self, path: str, why: str) -> None:
+        tmp = self.memo.with_name(self.memo.name + f".tmp-{os.getpid()}")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps({"runtime": os.path.basename(path), "path": path,
+                                       "why": why}) + "\n")
+            os.replace(tmp, self.memo)
+
+    async def choose(self, sandbox: LazySandbox, scratch: str, state_dir: str,
+                     id_extents: list[dict[str, int]]) -> tuple[str, str]:
+        """(runtime, fallback) paths; fallback is "" when --runtime pinned one."""
+        if self.requested:
+            return self.requested, ""
+        async with self._lock:
+            if self._choice is None:
+                self._choice = await self._probe(sandbox, scratch, state_dir, id_extents)
+            return self._choice
+
+    async def _probe(self, sandbox: LazySandbox, scratch: str, state_dir: str,
+                     id_extents: list[dict[str, int]]) -> tuple[str, str]:
+        installed = self._installed()
+        remembered = self._remembered()
+        if remembered:
+            others = [p for p in installed if p != remembered]
+            return remembered, others[0] if others else ""
+        errors: list[str] = []
+        for i, path in enumerate(installed):
+            res = await sandbox.request("probe_runtime", runtime=path,
+                                        scratch=f"{scratch}-{i}", state_dir=state_dir,
+                                        id_extents=id_extents)
+            if res["ok"]:
+                self._remember(path, "; ".join(errors) or "first choice")
+                others = [p for p in installed if p != path]
+                if errors:
+                    self.notices.append(f"OCI runtime {os.path.basename(path)} chosen: "
+                                        + "; ".join(errors))
+                return path, others[0] if others else ""
+            errors.append(f"{os.path.basename(path)} does not work here: {res['error']}")
+        raise SandboxError("no OCI runtime works in the build sandbox: " + "; ".join(errors),
+                           hint="try --runtime runc or --runtime crun; see README")
+
+    def fell_back(self, used: str, why: str) -> None:
+        """A step had to use the fallback runtime: prefer it from now on."""
+        assert self._choice is not None
+        primary, _ = self._choice
+        if used == primary:
+            return
+        self._choice = (used, primary)
+        self._remember(used, f"{os.path.basename(primary)} failed at run time: {why}")
+        self.notices.append(f"OCI runtime {os.path.basename(primary)} failed ({why}); "
+                            f"using {os.path.basename(used)} from now on")
+
+
+class SSHForwarder:
+    """`RUN --mount=type=ssh`: a unix socket in the build's scratch dir that relays every
+    connection to the agent socket given with --ssh (BuildKit forwards the agent through
+    its session the same way), so the step never needs access to the user's socket dir."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, tuple[asyncio.AbstractServer, str]] = {}
+        self._lock = asyncio.Lock()
+
+    async def socket_for(self, ssh_id: str, agent: str, directory: str,
+                         owner: tuple[int, int] | None) -> str:
+        async with self._lock:
+            if ssh_id in self._servers:
+                return self._servers[ssh_id][1]
+            name = hashlib.sha256(ssh_id.encode()).hexdigest()[:12]
+            path = os.path.join(directory, f"ssh-{name}.sock")
+
+            async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                try:
+                    up_r, up_w = await asyncio.open_unix_connection(agent)
+                except OSError:
+                    writer.close()
+                    return
+
+                async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                    try:
+                        while data := await r.read(65536):
+                            w.write(data)
+                            await w.drain()
+                    except OSError:
+                        pass
+                    finally:
+                        with contextlib.suppress(Exception):
+                            w.close()
+
+                await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+            server = await asyncio.start_unix_server(relay, path=path)
+            os.chmod(path, 0o600)
+            if owner is not None:
+                os.chown(path, *owner)
+            self._servers[ssh_id] = (server, path)
+            return path
+
+    async def close(self) -> None:
+        for server, path in self._servers.values():
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._servers.clear()
+
+
 class LazySandbox:
     """Starts the sandbox daemon on the first request: a fully cached build needs none."""
 
@@ -186,6 +325,9 @@ class LazySandbox:
         self._sandbox: Sandbox | None = None
         self._starting: asyncio.Task[Sandbox] | None = None
         self._on_start = on_start
+        self.runtimes: RuntimeSelector | None = None
+        self.ssh = SSHForwarder()
+        self.notices: list[tuple[str, str]] = []  # (level, text) for the solver to report
 
     @property
     def started(self) -> bool:
@@ -206,7 +348,26 @@ class LazySandbox:
                 self._starting = asyncio.ensure_future(self._start())
             await asyncio.shield(self._starting)
         assert self._sandbox is not None
-        return await self._sandbox.request(op, on_log=on_log, **params)
+        result = await self._sandbox.request(op, on_log=on_log, **params)
+        snap = result.pop("snapshotter", None)
+        if snap is not None:
+            level = "info" if snap["name"] == "overlay" or not snap["why"] else "warning"
+            why = f" ({snap['why']})" if snap["why"] else ""
+            self.notices.append((level, f"snapshotter: {snap['name']}{why}"))
+        return result
+
+    def runtime_selector(self, requested: str, memo: Path) -> RuntimeSelector:
+        if self.runtimes is None:
+            self.runtimes = RuntimeSelector(requested, memo)
+        return self.runtimes
+
+    def take_notices(self) -> list[tuple[str, str]]:
+        out = list(self.notices)
+        self.notices.clear()
+        if self.runtimes is not None:
+            out += [("warning", n) for n in self.runtimes.notices]
+            self.runtimes.notices.clear()
+        return out
 
     async def __aenter__(self) -> LazySandbox:
         return self
@@ -216,5 +377,6 @@ class LazySandbox:
             self._starting.cancel()
             with contextlib.suppress(BaseException):
                 await self._starting
+        await self.ssh.close()
         if self._sandbox is not None:
             await self._sandbox.close()
