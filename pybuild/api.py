@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pybuild.builder.events import EventSink, Notice, discard
 from pybuild.content.images import ImageStore
@@ -26,6 +26,9 @@ from pybuild.oci.config import History, ImageConfig
 from pybuild.oci.descriptor import Descriptor, Manifest
 from pybuild.oci.platform import Platform
 from pybuild.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from pybuild.registry import RegistryOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,32 +82,74 @@ class Stores:
 
 
 class LocalResolver:
-    """Base images come from the local image store (`pybuild images`)."""
+    """Base images come from the local image store; missing ones are pulled from their
+    registry (unless pulling is off), and `oci-layout://` references are imported."""
 
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, registry: RegistryOptions | None = None,
+                 pull: bool = True) -> None:
         self.stores = stores
+        self.registry = registry
+        self.pull = pull
 
     def resolve(self, ref: str, platform: Platform) -> Any:
         from pybuild.frontend.convert import ResolvedImage
 
+        if ref.startswith("oci-layout://"):
+            return self._resolve_layout(ref, platform)
         try:
             reference = Reference.parse(ref)
         except UserError as exc:
             raise UserError(f"invalid base image reference {ref!r}: {exc.message}") from None
         record = self.stores.images.find(reference)
-        if record is None:
-            raise NotFoundError(
-                f"base image {reference.familiar} is not in the local image store",
-                hint="pybuild builds from images in its store: see `pybuild images`; "
-                     "`make base` imports busybox:latest",
-            )
-        desc = resolve_platform(self.stores.content, record.descriptor, platform,
-                                name=reference.familiar)
+        if record is not None:
+            desc = record.descriptor
+        else:
+            desc = self._pull(reference, platform)
+        desc = resolve_platform(self.stores.content, desc, platform, name=reference.familiar)
         manifest = read_manifest(self.stores.content, desc)
         config = read_config(self.stores.content, manifest)
-        return ResolvedImage(name=str(reference.with_tag(reference.tag or "latest"))
-                             if not reference.digest else reference.repository,
-                             digest=desc.digest, config=config)
+        name = reference.repository if reference.digest else str(
+            reference.with_tag(reference.tag or "latest"))
+        return ResolvedImage(name=name, digest=desc.digest, config=config)
+
+    def _pull(self, reference: Reference, platform: Platform) -> Descriptor:
+        not_here = NotFoundError(
+            f"base image {reference.familiar} is not in the local image store",
+            hint="pybuild builds from images in its store (`pybuild images`) and pulls "
+                 "missing ones from their registry; `make base` imports busybox:latest, "
+                 "`pybuild load -i` imports an OCI or docker archive",
+        )
+        if not self.pull:
+            raise not_here
+        from pybuild.registry import RegistryError, pull_sync
+        from pybuild.registry.errors import RegistryUnreachableError
+
+        try:
+            desc = pull_sync(reference, self.stores.content, platforms=[platform],
+                             options=self.registry)
+        except RegistryUnreachableError as exc:
+            not_here.message = f"{not_here.message}, and {exc.message}"
+            raise not_here from None
+        except RegistryError:
+            raise
+        self.stores.images.put(reference, desc, _rfc3339(time.time()))
+        return desc
+
+    def _resolve_layout(self, ref: str, platform: Platform) -> Any:
+        from pybuild.exporters.oci_layout import read_oci_layout
+        from pybuild.frontend.convert import ResolvedImage
+
+        body = ref.removeprefix("oci-layout://")
+        if "@" in body:
+            path, _, selector = body.rpartition("@")
+        elif ":" in os.path.basename(body):
+            path, _, selector = body.rpartition(":")
+        else:
+            path, selector = body, ""
+        desc = read_oci_layout(path, self.stores.content, selector or None)
+        desc = resolve_platform(self.stores.content, desc, platform, name=ref)
+        config = read_config(self.stores.content, read_manifest(self.stores.content, desc))
+        return ResolvedImage(name=f"oci-layout://{path}", digest=desc.digest, config=config)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +173,10 @@ class BuildRequest:
     secrets: tuple[tuple[str, str, str], ...] = ()
     # --ssh default | ID=SOCKET -> (id, socket path or "" for $SSH_AUTH_SOCK)
     ssh: tuple[tuple[str, str], ...] = ()
+    # --build-context NAME=VALUE, as given (VALUE: DIR, docker-image://REF, oci-layout://…)
+    named_contexts: tuple[tuple[str, str], ...] = ()
+    registry: RegistryOptions | None = None  # credentials/TLS for pulls and pushes
+    pull: bool = True  # fetch base images missing from the store from their registry
 
 
 @dataclass(slots=True)
@@ -343,6 +392,7 @@ def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildReque
     key = hashlib.sha256(pickle.dumps((
         _source_stamp(), data, filename, req.build_args, req.target, str(platform),
         req.labels, ignore, req.no_cache, req.no_cache_filter, req.network, names,
+        req.named_contexts, req.pull,
     ))).hexdigest()
     memo = stores.roots.root / "cache" / "frontend" / key
     try:
@@ -352,15 +402,24 @@ def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildReque
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
             ValueError, TypeError):
         pass
-    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
+    from pybuild.frontend.convert import FrontendOptions, NamedContext, compile_dockerfile
 
+    named = []
+    for name, value in req.named_contexts:
+        nc = NamedContext.parse(value)
+        if nc.kind == "local":
+            nc = NamedContext(kind="local", value=os.path.abspath(nc.value))
+            if not os.path.isdir(nc.value):
+                raise UserError(f"--build-context {name}={value}: not a directory")
+        named.append((name, nc))
     fe = compile_dockerfile(
         FrontendOptions(
             dockerfile=data, filename=filename, build_args=req.build_args, target=req.target,
             platform=platform, labels=req.labels, dockerignore=ignore, no_cache=req.no_cache,
             no_cache_filter=req.no_cache_filter, network=req.network,
+            named_contexts=tuple(named),
         ),
-        LocalResolver(stores),
+        LocalResolver(stores, req.registry, req.pull),
     )
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".tmp-{os.getpid()}")
@@ -451,7 +510,8 @@ def image_digest(stores: Stores, ref: str) -> Digest:
 
 
 def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name: str = "",
-                 platform: Platform | None = None) -> str:
+                 platform: Platform | None = None,
+                 registry: RegistryOptions | None = None) -> str:
     """Write a stored image to the destination of one `--output` value; returns a summary."""
     import sys
 
@@ -499,13 +559,18 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
                         platform_split=spec.platform_split).export(stores.content, desc)
             return f"filesystem tarball {spec.dest}"
         case ImageOutput():
-            if spec.push:
-                raise UserError("pushing to a registry is not supported yet",
-                                hint="export with -o type=oci,dest=FILE and push it with "
-                                     "`skopeo copy oci-archive:FILE docker://REF`")
-            for name in spec.image.names:
-                stores.images.put(Reference.parse(name), desc, _rfc3339(time.time()))
-            return "image store"
+            names = list(spec.image.names) or ([default_name] if default_name else [])
+            if spec.push and not names:
+                raise UserError(f"output {spec_text!r}: pushing needs a name (name=REF or -t)")
+            pushed = []
+            for name in names:
+                ref = Reference.parse(name)
+                stores.images.put(ref, desc, _rfc3339(time.time()))
+                if spec.push:
+                    target = (Reference(domain=ref.domain, path=ref.path, digest=desc.digest)
+                              if spec.push_by_digest else ref)
+                    pushed.append(push_image(stores, desc, target, registry, spec.insecure))
+            return "registry " + ", ".join(pushed) if pushed else "image store"
         case CacheOnlyOutput():
             return "nothing (cache only)"
     raise UserError(f"unsupported output {spec_text!r}")
@@ -600,3 +665,39 @@ def auto_gc(stores: Stores) -> None:
             total += entry.stat().st_size
     if total > limit:
         prune(stores, keep_storage=limit)
+
+
+def _with_insecure(options: RegistryOptions | None, insecure: bool) -> RegistryOptions | None:
+    from dataclasses import replace
+
+    from pybuild.registry import RegistryOptions
+
+    if not insecure:
+        return options
+    return replace(options or RegistryOptions(), insecure=True)
+
+
+def push_image(stores: Stores, desc: Descriptor, ref: Reference,
+               registry: RegistryOptions | None = None, insecure: bool = False) -> str:
+    """Push an image (manifest or index) from the content store; returns REF@DIGEST."""
+    from pybuild.registry import push_sync
+
+    digest = push_sync(stores.content, desc, ref, options=_with_insecure(registry, insecure))
+    base = Reference(domain=ref.domain, path=ref.path, tag=ref.tag)
+    return f"{base.familiar}@{digest}"
+
+
+def pull_image(stores: Stores, ref_text: str, platforms: list[Platform] | None,
+               registry: RegistryOptions | None = None) -> tuple[Descriptor, str]:
+    """Pull into the store and name it; one platform records just its manifest."""
+    from pybuild.registry import pull_sync
+
+    ref = Reference.parse(ref_text)
+    desc = pull_sync(ref, stores.content, platforms=platforms, options=registry)
+    recorded = desc
+    if platforms is not None and len(platforms) == 1 and desc.media_type in mt.INDEX_TYPES:
+        recorded = resolve_platform(stores.content, desc, platforms[0], name=ref.familiar)
+    stores.images.put(ref, Descriptor(media_type=recorded.media_type, digest=recorded.digest,
+                                      size=recorded.size, platform=recorded.platform),
+                      _rfc3339(time.time()))
+    return recorded, ref.familiar

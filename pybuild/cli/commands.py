@@ -24,6 +24,72 @@ def _progress(mode: str, quiet: bool) -> Any:
     return PlainProgress()
 
 
+def registry_options(args: argparse.Namespace) -> Any:
+    """--creds/--authfile/--insecure/--ca-cert as RegistryOptions (None if none given)."""
+    from pathlib import Path
+
+    if not (args.creds or args.authfile or args.insecure or args.ca_cert):
+        return None
+    from pybuild.registry import RegistryOptions
+
+    if args.creds and ":" not in args.creds:
+        raise UserError("--creds must be USER:PASSWORD")
+    return RegistryOptions(
+        creds=args.creds or None,
+        auth_files=(Path(args.authfile),) if args.authfile else None,
+        insecure=args.insecure, ca_cert=Path(args.ca_cert) if args.ca_cert else None,
+    )
+
+
+def _parse_secret(text: str) -> tuple[str, str, str]:
+    fields = dict(f.partition("=")[::2] for f in text.split(","))
+    sid = fields.get("id", "")
+    kind_value = [(k, fields[k]) for k in ("src", "source", "env") if fields.get(k)]
+    if not sid and kind_value and kind_value[0][0] != "env":
+        import os
+
+        sid = os.path.basename(kind_value[0][1])
+    if not sid or len(kind_value) != 1:
+        raise UserError(f"invalid --secret {text!r}: use id=ID,src=FILE or id=ID,env=VAR")
+    kind, value = kind_value[0]
+    return sid, "env" if kind == "env" else "file", value
+
+
+def _parse_ssh(text: str) -> tuple[str, str]:
+    sid, _, path = text.partition("=")
+    if not sid:
+        raise UserError(f"invalid --ssh {text!r}: use default or ID=SOCKET")
+    return sid, path
+
+
+def _parse_named(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name or not value:
+        raise UserError(f"invalid --build-context {text!r}: use NAME=VALUE")
+    return name, value
+
+
+def pull(stores: Any, args: argparse.Namespace) -> int:
+    from pybuild.api import pull_image
+    from pybuild.oci.platform import Platform, host
+
+    platforms = None if args.all_platforms else [
+        Platform.parse(args.platform) if args.platform else host()]
+    desc, name = pull_image(stores, args.image, platforms, registry_options(args))
+    print(f"pulled {name} {desc.digest}")
+    return 0
+
+
+def push(stores: Any, args: argparse.Namespace) -> int:
+    from pybuild.api import push_image
+    from pybuild.oci.reference import Reference
+
+    rec = stores.images.get(args.image)
+    dest = Reference.parse(args.destination or args.image)
+    print(f"pushed {push_image(stores, rec.descriptor, dest, registry_options(args))}")
+    return 0
+
+
 def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, str], ...],
           labels: tuple[tuple[str, str], ...]) -> int:
     import os
@@ -43,6 +109,10 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
         max_parallelism=args.max_parallelism,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
         outputs=tuple(args.output),
+        secrets=tuple(_parse_secret(x) for x in args.secret),
+        ssh=tuple(_parse_ssh(x) for x in args.ssh),
+        named_contexts=tuple(_parse_named(x) for x in args.build_context),
+        registry=registry_options(args), pull=args.pull != "never",
     )
     progress = _progress(args.progress, args.quiet)
     try:
@@ -50,8 +120,14 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
     finally:
         if hasattr(progress, "close"):
             progress.close()
-    for spec in args.output:
-        _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0])
+    outputs = list(args.output)
+    if args.push:  # buildx: --push is -o type=image,push=true for the -t names
+        if not args.tag:
+            raise UserError("--push needs at least one -t NAME to push to")
+        outputs += [f"type=image,push=true,name={tag}" for tag in args.tag]
+    for spec in outputs:
+        _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0],
+                           registry=registry_options(args))
     if args.iidfile:
         with open(args.iidfile, "w") as f:
             f.write(result.manifest.digest)
@@ -163,10 +239,11 @@ def rmi(stores: Any, names: list[str]) -> int:
     return 0
 
 
-def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "") -> None:
+def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "",
+                       registry: Any = None) -> None:
     from pybuild.api import export_image
 
-    what = export_image(stores, desc, spec, default_name)
+    what = export_image(stores, desc, spec, default_name, registry=registry)
     print(f"exported {desc.digest} to {what}", file=sys.stderr)
 
 

@@ -41,7 +41,17 @@ def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]
 
 
 COMMANDS = ("build", "images", "inspect", "tag", "rmi", "export", "load", "debug", "prune",
-            "du")
+            "du", "pull", "push")
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--creds", default="", help="registry credentials USER:PASSWORD")
+    p.add_argument("--authfile", default="",
+                   help="auth file (default: $REGISTRY_AUTH_FILE, containers' auth.json, "
+                        "~/.docker/config.json)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow plain HTTP and unverified TLS for the registry")
+    p.add_argument("--ca-cert", default="", help="extra CA certificate (PEM) for the registry")
 
 
 def _wanted(argv: list[str]) -> str | None:
@@ -117,6 +127,19 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="after the build, list every step that ran and why it was not cached")
     b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"],
                    help="layer compression (default: gzip)")
+    b.add_argument("--secret", action="append", default=[],
+                   help="expose a secret to RUN --mount=type=secret: id=ID,src=FILE or "
+                        "id=ID,env=VAR (never stored in the image or the cache)")
+    b.add_argument("--ssh", action="append", default=[],
+                   help="forward an SSH agent to RUN --mount=type=ssh: default or ID=SOCKET")
+    b.add_argument("--build-context", action="append", default=[],
+                   help="named context NAME=DIR|docker-image://REF|oci-layout://DIR@DIGEST; "
+                        "overrides FROM NAME and COPY --from=NAME")
+    b.add_argument("--push", action="store_true",
+                   help="push the result to the registry of each -t name")
+    b.add_argument("--pull", default="missing", choices=["missing", "never"],
+                   help="pull base images missing from the store (default) or never")
+    _registry_flags(b)
     b.add_argument("--max-parallelism", type=int, default=0,
                    help="RUN steps at once (default: 4 x the number of CPUs)")
 
@@ -132,6 +155,18 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("rmi", help="remove image names from the local store")
     r.add_argument("images", nargs="+")
+
+    pl = sub.add_parser("pull", help="pull an image from a registry into the local store")
+    pl.add_argument("image")
+    pl.add_argument("--platform", default="", help="platform to pull (default: this host's)")
+    pl.add_argument("--all-platforms", action="store_true", help="pull every platform")
+    _registry_flags(pl)
+
+    ps = sub.add_parser("push", help="push an image from the local store to a registry")
+    ps.add_argument("image")
+    ps.add_argument("destination", nargs="?", default="",
+                    help="registry reference (default: the image's own name)")
+    _registry_flags(ps)
 
     e = sub.add_parser("export", help="write a stored image out (OCI layout, tarballs, ...)")
     e.add_argument("image")
@@ -224,6 +259,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return commands.rmi(_stores(args), args.images)
         case "export":
             return commands.export(_stores(args), args.image, args.output, args.platform)
+        case "pull":
+            return commands.pull(_stores(args), args)
+        case "push":
+            return commands.push(_stores(args), args)
         case "load":
             return commands.load(_stores(args), args.input, args.tag)
         case "prune":

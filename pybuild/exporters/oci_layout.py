@@ -539,6 +539,8 @@ def _select(entries: tuple[Descriptor, ...], ref: str | None, where: str) -> Des
 
     if ref is None:
         matches = list(entries)
+    elif ref.startswith("sha256:"):
+        matches = [d for d in entries if d.digest == ref]
     else:
         wanted = {ref}
         with contextlib.suppress(UserError):  # `app:1` also finds docker.io/library/app:1
