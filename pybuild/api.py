@@ -438,7 +438,22 @@ def default_parallelism() -> int:
 
 
 def build(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
-    return asyncio.run(build_async(req, stores, events))
+    return asyncio.run(_terminable(build_async(req, stores, events)))
+
+
+async def _terminable(coro: Any) -> Any:
+    """SIGTERM cancels the build like Ctrl-C does: running steps are stopped, mounts and
+    scratch dirs removed, nothing half-written kept; asyncio.CancelledError comes out."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _rfc3339(ts: float) -> str:

@@ -6,6 +6,7 @@ Imports of the heavy parts are lazy so that `pybuild --help` and no-op rebuilds 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import traceback
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pybuild: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:
+        print("pybuild: terminated; running steps were stopped and nothing half-written "
+              "was kept", file=sys.stderr)
+        return 143
     except Exception as exc:  # an internal error: one line, the traceback only on --debug
         if args.debug:
             traceback.print_exc()

@@ -181,3 +181,25 @@ def test_sigkill_midway_then_rebuild_reuses_finished_steps(fresh_root: Path,
     assert validate_image(stores.content, desc)
     leftovers = list((fresh_root / "sandbox" / "tmp").iterdir())
     assert leftovers == [], f"the killed build's scratch dirs were not cleaned: {leftovers}"
+
+
+def test_sigterm_stops_the_build_cleanly(fresh_root: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN sleep 77\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "pybuild", "--root", str(fresh_root),
+                             "build", "--progress", "rawjson", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        if '"VertexStarted"' in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    leftover = subprocess.run(["pgrep", "-f", "sleep 77"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+    assert list((fresh_root / "sandbox" / "tmp").iterdir()) == []

@@ -725,7 +725,9 @@ def op_cancel(req: dict[str, Any]) -> dict[str, Any]:
     if entry is not None:
         proc, runtime, state_dir, cid = entry
         _cancelled.add(req["target"])
-        subprocess.run([runtime, "--root", state_dir, "kill", "--all", cid, "KILL"],
+        # SIGKILL to the container's init ends its whole pid namespace. (`kill --all`
+        # needs the container's cgroup, which rootless containers here do not have.)
+        subprocess.run([runtime, "--root", state_dir, "kill", cid, "KILL"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             proc.wait(timeout=float(req.get("grace", 5)))
