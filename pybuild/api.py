@@ -296,8 +296,9 @@ async def build_async(req: BuildRequest, stores: Stores,
 
     data, df_path = _read_dockerfile(req)
     ignore_patterns, ignore_name = _read_ignore(req.context, df_path)
-    platform = Platform.parse(req.platform) if req.platform else None
-    fe = _compile_memoized(stores, data, df_path, req, platform, tuple(ignore_patterns))
+    platforms = _parse_platforms(req.platform)
+    fes = [_compile_memoized(stores, data, df_path, req, p, tuple(ignore_patterns))
+           for p in platforms]
     roots = stores.roots
     idmap = idmap_mod.detect()
     if idmap.warning:
@@ -319,20 +320,21 @@ async def build_async(req: BuildRequest, stores: Stores,
                     await sb.request("rm", paths=stale)
 
             async with LazySandbox(idmap, clean_leftovers) as sandbox:
-                solver = Solver(
-                    fe.definition, store=stores.content, cache=cache, sandbox=sandbox,
-                    context=context, events=events,
-                    opts=SolverOptions(
-                        root=roots.root, workdir=workdir, snapshots=roots.snapshots,
-                        runtime=runtime, idmap=idmap, compression=req.compression,
-                        max_parallelism=req.max_parallelism or default_parallelism(),
-                        no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
-                        cache_root=str(roots.cache_mounts),
-                        secrets=req.secrets, ssh=req.ssh,
-                    ),
+                opts = SolverOptions(
+                    root=roots.root, workdir=workdir, snapshots=roots.snapshots,
+                    runtime=runtime, idmap=idmap, compression=req.compression,
+                    max_parallelism=req.max_parallelism or default_parallelism(),
+                    no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
+                    cache_root=str(roots.cache_mounts),
+                    secrets=req.secrets, ssh=req.ssh,
                 )
+                # One solver per platform, all at once: their steps share the sandbox, the
+                # cache and the RUN bound (each solver has its own semaphore, though).
+                solvers = [Solver(fe.definition, store=stores.content, cache=cache,
+                                  sandbox=sandbox, context=context, events=events, opts=opts)
+                           for fe in fes]
                 try:
-                    solved = await solver.solve()
+                    solved_all = await asyncio.gather(*(s.solve() for s in solvers))
                 finally:
                     if sandbox.started:
                         await sandbox.request("rm", paths=[str(workdir)])
@@ -342,19 +344,44 @@ async def build_async(req: BuildRequest, stores: Stores,
         stat_cache.save()
     finally:
         cache.close()
-    if solver.executed:
+    executed = [name for s in solvers for name in s.executed]
+    misses = {k: v for s in solvers for k, v in s.misses.items()}
+    if executed:
         auto_gc(stores)
-    manifest_desc, config = _make_image(stores.content, fe.config, solved, req)
+    images = [_make_image(stores.content, fe.config, solved, req)
+              for fe, solved in zip(fes, solved_all, strict=True)]
+    manifest_desc, config = images[0]
+    if len(images) > 1:
+        manifest_desc = _make_index(stores.content, [d for d, _ in images])
     result = BuildResult(manifest=manifest_desc, config=config,
                          config_digest=Digest.from_bytes(config.encode()),
-                         executed=solver.executed,
-                         misses=solver.misses)
+                         executed=executed, misses=misses)
     created = config.created or _rfc3339(time.time())
     for tag in req.tags:
         ref = Reference.parse(tag)
         stores.images.put(ref, manifest_desc, created)
         result.tags.append(ref.familiar)
     return result
+
+
+def _parse_platforms(text: str) -> list[Platform | None]:
+    """`--platform a,b` -> [a, b]; nothing -> [None] (the host's, chosen by the frontend)."""
+    if not text:
+        return [None]
+    out: list[Platform | None] = []
+    for part in text.split(","):
+        p = Platform.parse(part)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _make_index(store: ContentStore, manifests: list[Descriptor]) -> Descriptor:
+    from pybuild.oci.descriptor import Index
+
+    index = Index(media_type=mt.OCI_INDEX, manifests=tuple(manifests))
+    data = index.encode()
+    return Descriptor(media_type=mt.OCI_INDEX, digest=store.write(data), size=len(data))
 
 
 def _source_stamp() -> str:
