@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
+from pybuild.builder.executor.fileops import include_matcher
 from pybuild.errors import UserError
 from pybuild.frontend.dockerignore import PatternMatcher
 
@@ -118,7 +119,7 @@ class BuildContext:
             return [rel] if os.path.lexists(os.path.join(self.root, rel)) else []
         found = [""]
         for part in pattern.split("/"):
-            nxt = []
+            nxt: list[str] = []
             for base in found:
                 real = os.path.join(self.root, self._resolve(base)) if base else self.root
                 if not os.path.isdir(real):
@@ -160,14 +161,86 @@ class BuildContext:
                 self._add_tree(real_rel, rel, out, excl)
         return [out[k] for k in sorted(out)]
 
+    def select_parents(self, pivots: tuple[str, ...], include: tuple[str, ...],
+                       required: tuple[str, ...], exclude: tuple[str, ...] = ()) -> list[
+            ContextEntry]:
+        """What `COPY --parents` reads: below each pivot (a path or a wildcard), the entries
+        matching an include pattern (dockerignore-style, relative to the pivot, as fsutil's
+        copier matches them) plus the directories leading to them. Only the include
+        patterns' literal prefixes are walked."""
+        for path in required:
+            rel = os.path.normpath(path.strip("/")) if path.strip("/") else ""
+            real = os.path.join(self.root, self._resolve(rel)) if rel else self.root
+            if not os.path.lexists(real) or (rel and self._ignored(rel)):
+                raise UserError(f'"{path}": not found in the build context ({self.root})',
+                                code="copy-source-missing")
+        incl = include_matcher(include)
+        excl = PatternMatcher(list(exclude)) if exclude else None
+        out: dict[str, ContextEntry] = {}
+        for pivot in pivots:
+            matches = self._matches(pivot)
+            if not matches and not _WILDCARD.search(pivot):
+                raise UserError(f"{pivot}: not found in the build context ({self.root})",
+                                code="copy-source-missing")
+            for prel in matches:
+                preal = self._resolve(prel) if prel else ""
+                pivot_path = os.path.join(self.root, preal) if preal else self.root
+                if not os.path.isdir(pivot_path):
+                    continue
+                if prel:
+                    out[prel] = ContextEntry(rel=prel, path=pivot_path, st=os.stat(pivot_path))
+                found: dict[str, ContextEntry] = {}
+                for pattern in incl.patterns:
+                    self._add_included(pattern, prel, preal, found, excl)
+                keep: set[str] = set()
+                for rel in found:
+                    sub = rel[len(prel):].lstrip("/") if prel else rel
+                    if incl.matches(sub):
+                        keep.add(rel)
+                        parent = rel.rpartition("/")[0]
+                        while parent and parent != prel and parent not in keep:
+                            keep.add(parent)
+                            parent = parent.rpartition("/")[0]
+                out.update((k, found[k]) for k in keep)
+        return [out[k] for k in sorted(out)]
+
+    def _add_included(self, pattern: str, prel: str, preal: str,
+                      found: dict[str, ContextEntry], excl: PatternMatcher | None) -> None:
+        """Walk the tree of the literal prefix of one include pattern (below a pivot)."""
+        prefix: list[str] = []
+        for part in pattern.split("/"):
+            if _WILDCARD.search(part) or part in ("", "."):
+                break
+            prefix.append(part)
+        rel, real = prel, preal
+        for i, part in enumerate(prefix):
+            rel = f"{rel}/{part}" if rel else part
+            real = f"{real}/{part}" if real else part
+            path = os.path.join(self.root, real)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return
+            if self._ignored(rel) or (excl is not None and excl.matches(
+                    rel[len(prel):].lstrip("/"))):
+                return
+            if i < len(prefix) - 1 and not stat.S_ISDIR(st.st_mode):
+                return
+            found[rel] = ContextEntry(rel=rel, path=path, st=st)
+        if rel != prel and not stat.S_ISDIR(found[rel].st.st_mode):
+            return
+        self._add_tree(real, rel, found, excl, base=prel, follow=False)
+
     def _add_tree(self, real_rel: str, rel: str, out: dict[str, ContextEntry],
-                  excl: PatternMatcher | None) -> None:
+                  excl: PatternMatcher | None, *, base: str | None = None,
+                  follow: bool = True) -> None:
         path = os.path.join(self.root, real_rel) if real_rel else self.root
-        st = os.stat(path)  # top-level symlinks are followed
+        st = os.stat(path) if follow else os.lstat(path)  # top-level symlinks are followed
         if rel:
             out[rel] = ContextEntry(rel=rel, path=path, st=st)
         if not stat.S_ISDIR(st.st_mode):
             return
+        base = rel if base is None else base
         stack = [(path, rel)]
         while stack:
             dpath, drel = stack.pop()
@@ -187,7 +260,7 @@ class BuildContext:
                     if is_dir:
                         stack.append((cpath, crel))  # an exception may re-include a child
                     continue
-                if excl is not None and excl.matches(crel[len(rel):].lstrip("/") or crel):
+                if excl is not None and excl.matches(crel[len(base):].lstrip("/") or crel):
                     continue
                 out[crel] = ContextEntry(rel=crel, path=cpath, st=cst)
                 if is_dir:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pybuild.builder.context import BuildContext, ContextEntry
+from pybuild.builder.context import BuildContext, ContextEntry, StatCache
 from pybuild.builder.events import (
     EventSink,
     VertexCached,
@@ -124,6 +124,7 @@ class Solver:
         self.context = context
         self.opts = opts
         self.events = events
+        self._named: dict[Digest, BuildContext] = {}
         self._tasks: dict[Digest, asyncio.Task[tuple[str, Solved]]] = {}
         self._snapshot_locks: dict[str, asyncio.Lock] = {}
         self._run_sem = asyncio.Semaphore(opts.max_parallelism)
@@ -171,13 +172,18 @@ class Solver:
 
     async def _source(self, digest: Digest, op: SourceOp, name: str) -> tuple[str, Solved]:
         key = _hash([KEY_SCHEME, str(digest)])
-        if op.identifier == CONTEXT_SOURCE:
+        if op.identifier.startswith("local://"):
+            if op.identifier != CONTEXT_SOURCE:  # a named context: its directory must exist
+                await asyncio.to_thread(self._context_for, Input(op=digest))
             return key, Solved(layers=(), context=True)
-        if not op.identifier.startswith("docker-image://"):
+        if op.identifier.startswith("oci-layout://"):
+            desc, ref = await asyncio.to_thread(self._import_oci_layout, op)
+        elif op.identifier.startswith("docker-image://"):
+            ref, _, dg = op.identifier.removeprefix("docker-image://").rpartition("@")
+            desc = Descriptor(media_type="application/vnd.oci.image.manifest.v1+json",
+                              digest=Digest(dg), size=self.store.size(Digest(dg)))
+        else:
             raise UserError(f"unsupported source {op.identifier}")
-        ref, _, dg = op.identifier.removeprefix("docker-image://").rpartition("@")
-        desc = Descriptor(media_type="application/vnd.oci.image.manifest.v1+json",
-                          digest=Digest(dg), size=self.store.size(Digest(dg)))
         manifest = await asyncio.to_thread(read_manifest, self.store, desc)
         config = await asyncio.to_thread(read_config, self.store, manifest)
         if len(config.diff_ids) != len(manifest.layers):
@@ -194,6 +200,73 @@ class Solver:
         self.events(VertexCached(digest=str(digest), name=name))
         return key, Solved(layers=layers)
 
+    def _import_oci_layout(self, op: SourceOp) -> tuple[Descriptor, str]:
+        """`oci-layout://DIR@DIGEST`: the layout's image is imported into the content store
+        (blobs verified) unless the store already has it; an index is resolved for the
+        op's platform. Returns the platform manifest's descriptor."""
+        from pybuild.content.walk import resolve_platform
+        from pybuild.exporters.oci_layout import read_oci_layout
+        from pybuild.oci import mediatypes as mt
+        from pybuild.oci.platform import Platform, host
+
+        path, _, dg = op.identifier.removeprefix("oci-layout://").rpartition("@")
+        if not path or not dg.startswith("sha256:"):
+            raise UserError(f"invalid OCI layout source {op.identifier}: want DIR@DIGEST")
+        digest = Digest(dg)
+        attrs = dict(op.attrs)
+        ref = f"oci-layout://{path}@{dg}"
+        if not self.store.has(digest):
+            top = read_oci_layout(path, self.store, None)
+            if not self.store.has(digest):
+                raise NotFoundError(f"OCI layout {path} has no image {dg} (its image is "
+                                    f"{top.digest})")
+        data = self.store.read(digest, what="manifest")
+        media_type = json.loads(data).get("mediaType", mt.OCI_MANIFEST)
+        desc = Descriptor(media_type=media_type, digest=digest, size=len(data))
+        if media_type in mt.INDEX_TYPES:
+            platform = Platform.parse(attrs["platform"]) if attrs.get("platform") else host()
+            desc = resolve_platform(self.store, desc, platform, name=ref)
+        return desc, ref
+
+    def _context_for(self, inp: Input) -> BuildContext | None:
+        """The BuildContext a `local://` source reads: the main context, or a named one
+        (`--build-context name=DIR`) with its own .dockerignore, as BuildKit's named
+        local contexts have; None for other sources."""
+        op = self.defn.ops[inp.op]
+        if not isinstance(op, SourceOp) or not op.identifier.startswith("local://"):
+            return None
+        if op.identifier == CONTEXT_SOURCE:
+            if self.context is None:
+                raise UserError("this build has no context directory")
+            return self.context
+        ctx = self._named.get(inp.op)
+        if ctx is None:
+            ctx = self._named[inp.op] = self._named_context(op)
+        return ctx
+
+    def _named_context(self, op: SourceOp) -> BuildContext:
+        from pybuild.frontend.dockerignore import PatternMatcher, read_ignore_file
+
+        name = op.identifier.removeprefix("local://")
+        path = dict(op.attrs).get("path", "")
+        if not path:
+            raise UserError(f"named context {name}: no directory given")
+        root = os.path.abspath(path)
+        if not os.path.isdir(root):
+            raise UserError(f"named context {name}: {path} is not a directory")
+        patterns: list[str] = []
+        try:
+            with open(os.path.join(root, ".dockerignore"), encoding="utf-8") as f:
+                patterns = read_ignore_file(f.read())
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UserError(f"named context {name}: cannot read .dockerignore: "
+                            f"{exc.strerror}") from None
+        cache = self.context.stat_cache if self.context is not None else StatCache(None)
+        return BuildContext(root, PatternMatcher(patterns) if patterns else None, cache,
+                            ignore_file=f"{name}/.dockerignore")
+
     # -- cache --------------------------------------------------------------------------
 
     async def _cache_parts(
@@ -204,37 +277,37 @@ class Solver:
         if isinstance(op, FileOp):
             files: dict[str, str] = {}
             for i, action in enumerate(op.actions):
-                if isinstance(action, CopyAction) and self._is_context(action.source):
-                    entries = await asyncio.to_thread(self._select, action)
+                if not isinstance(action, CopyAction):
+                    continue
+                ctx = self._context_for(action.source)
+                if ctx is not None:
+                    entries = await asyncio.to_thread(self._select, ctx, action)
                     selections[i] = entries
-                    files[str(i)] = await asyncio.to_thread(self.context.digest,  # type: ignore[union-attr]
-                                                            entries)
+                    files[str(i)] = await asyncio.to_thread(ctx.digest, entries)
                     if len(entries) <= 2000:
                         parts.setdefault("file_list", {})[str(i)] = await asyncio.to_thread(
-                            self._file_digests, entries)
+                            _file_digests, ctx, entries)
             parts["files"] = files
         if isinstance(op, ExecOp):
             parts["env"] = list(op.env)
             for m in op.mounts:
-                if m.input is not None and self._is_context(m.input):
-                    assert self.context is not None
-                    entries = await asyncio.to_thread(self.context.select, (m.selector,), ())
+                ctx = self._context_for(m.input) if m.input is not None else None
+                if ctx is not None:
+                    entries = await asyncio.to_thread(ctx.select, (m.selector,), ())
                     parts.setdefault("files", {})[m.target] = await asyncio.to_thread(
-                        self.context.digest, entries)
+                        ctx.digest, entries)
         return parts, selections
 
-    def _file_digests(self, entries: list[ContextEntry]) -> dict[str, str]:
-        assert self.context is not None
-        return {e.rel: self.context.digest([e]) for e in entries}
-
-    def _select(self, action: CopyAction) -> list[ContextEntry]:
-        if self.context is None:
-            raise UserError("this build has no context directory")
-        return self.context.select(action.sources, action.exclude)
+    @staticmethod
+    def _select(ctx: BuildContext, action: CopyAction) -> list[ContextEntry]:
+        if action.include_patterns or action.required_paths:
+            return ctx.select_parents(action.sources, action.include_patterns,
+                                      action.required_paths, action.exclude)
+        return ctx.select(action.sources, action.exclude)
 
     def _is_context(self, inp: Input) -> bool:
         op = self.defn.ops[inp.op]
-        return isinstance(op, SourceOp) and op.identifier == CONTEXT_SOURCE
+        return isinstance(op, SourceOp) and op.identifier.startswith("local://")
 
     async def _cached_or_run(self, digest: Digest, op: ExecOp | FileOp, meta: OpMetadata,
                              name: str, inputs: list[tuple[str, Solved]]) -> tuple[str, Solved]:
@@ -301,11 +374,13 @@ class Solver:
     def _step_dir(self, digest: Digest) -> str:
         return str(self.opts.workdir / f"{digest.hex[:12]}-{uuid.uuid4().hex[:6]}")
 
-    async def _commit(self, step_dir: str, base: Solved) -> Solved:
+    async def _commit(self, step_dir: str, base: Solved, lowers: list[str]) -> Solved:
         out = str(self.opts.workdir / f"layer-{uuid.uuid4().hex}")
+        # With the lowers, whiteouts of paths no lower has are dropped (as for RUN steps).
         res = await self.sandbox.request(
             "commit", step_dir=step_dir, out=out, compression=self.opts.compression,
-            snapshot_dir=str(self.opts.snapshots), mtime=self.opts.source_date_epoch)
+            snapshot_dir=str(self.opts.snapshots), mtime=self.opts.source_date_epoch,
+            lowers=lowers)
         now = time.time()
         if res["empty"]:
             os.unlink(out)
@@ -405,19 +480,17 @@ class Solver:
         if m.type == "bind":
             if m.input is None:
                 raise UserError("bind mount without a source")
-            if self._is_context(m.input):
-                if self.context is None:
-                    raise UserError("this build has no context directory")
+            ctx = self._context_for(m.input)
+            if ctx is not None:
                 # The selected context files (.dockerignore applied, as BuildKit sends
                 # them) are unpacked into the step dir by the sandbox: the user's files
                 # are never exposed, and an rw mount's writes vanish with the step.
-                entries = await asyncio.to_thread(self.context.select, (m.selector,), ())
+                entries = await asyncio.to_thread(ctx.select, (m.selector,), ())
                 tar_path = str(self.opts.workdir / f"bind-{uuid.uuid4().hex}.tar")
 
                 def write_tar() -> None:
-                    assert self.context is not None
                     with open(tar_path, "wb") as f:
-                        self.context.write_tar(entries, f)
+                        ctx.write_tar(entries, f)
 
                 await asyncio.to_thread(write_tar)
                 return {"destination": m.target, "type": "bind", "src_tar": tar_path,
@@ -515,10 +588,13 @@ class Solver:
                         "kind": "copy", "sources": list(action.sources), "dest": action.dest,
                         "dest_is_dir": action.dest_is_dir, "chown": chown,
                         "chmod": action.chmod, "exclude": list(action.exclude),
+                        "include_patterns": list(action.include_patterns),
+                        "required_paths": list(action.required_paths),
                     }
-                    if i in selections:
+                    ctx = self._context_for(action.source)
+                    if i in selections and ctx is not None:
                         tar_path = str(self.opts.workdir / f"ctx-{uuid.uuid4().hex}.tar")
-                        await asyncio.to_thread(self._write_context_tar, selections[i],
+                        await asyncio.to_thread(_write_context_tar, ctx, selections[i],
                                                 tar_path)
                         spec["src_tar"] = tar_path
                         spec["exclude"] = []  # already applied when selecting
@@ -530,15 +606,19 @@ class Solver:
         for a in actions:
             if a.get("src_tar"):
                 os.unlink(a["src_tar"])
-        return await self._commit(step_dir, base)
-
-    def _write_context_tar(self, entries: list[ContextEntry], path: str) -> None:
-        assert self.context is not None
-        with open(path, "wb") as f:
-            self.context.write_tar(entries, f)
+        return await self._commit(step_dir, base, lowers)
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _file_digests(ctx: BuildContext, entries: list[ContextEntry]) -> dict[str, str]:
+    return {e.rel: ctx.digest([e]) for e in entries}
+
+
+def _write_context_tar(ctx: BuildContext, entries: list[ContextEntry], path: str) -> None:
+    with open(path, "wb") as f:
+        ctx.write_tar(entries, f)
 
 
 def _hash(value: Any) -> str:

@@ -4,6 +4,14 @@ Runs inside the sandbox namespace, on the overlay of the step, so the upper dir 
 exactly what changed. Semantics follow BuildKit's FileOp (fsutil copy): directory sources
 copy their contents, a trailing slash or an existing directory makes the dest a directory,
 missing parents are created, existing directories keep their owner and mode.
+
+`COPY --parents` (include patterns): each source is a pivot directory; an entry below it is
+copied when its path relative to the pivot matches an include pattern with moby
+patternmatcher semantics (`*`/`?` stay within a component, `**` spans directories, a
+matching directory brings everything below it), as fsutil's copier decides with
+`MatchesUsingParentResults`. Directories on the way to a match are created lazily, with
+their source metadata, only once something below them is copied. `--exclude` patterns use
+the same matcher, relative to the copy source. Required paths must exist.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 from pybuild.builder.executor.users import resolve_chown, resolve_in_root
 from pybuild.errors import UserError
+from pybuild.frontend.dockerignore import PatternMatcher
 
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -125,7 +134,8 @@ class _Copier:
         self.owner = _owner(root, action)
         self.chmod: str = action.get("chmod", "")
         self.links: dict[tuple[int, int], str] = {}
-        self.excludes: list[str] = list(action.get("exclude", ()))
+        excludes = list(action.get("exclude", ()))
+        self.excludes = PatternMatcher(excludes) if excludes else None
 
     def _meta(self, src: str, dst: str, st: os.stat_result) -> None:
         if self.owner is not None:
@@ -139,8 +149,38 @@ class _Copier:
         os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
 
     def _excluded(self, rel: str) -> bool:
-        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
-                   for p in self.excludes)
+        """--exclude: dockerignore-style patterns on the path relative to the copy source
+        (fsutil matches them with patternmatcher, parents included)."""
+        return self.excludes is not None and self.excludes.matches(rel)
+
+    def copy_included(self, src_dir: str, dst_dir: str, rel: str, include: PatternMatcher,
+                      pending: list[list[Any]]) -> None:
+        """COPY --parents: copy what under `src_dir` matches an include pattern (relative to
+        the pivot), as fsutil does: a matching directory is copied whole; a directory on
+        the way to a match is created, with its source metadata, only once something
+        below it is copied."""
+        for name in sorted(os.listdir(src_dir)):
+            crel = f"{rel}/{name}" if rel else name
+            if self._excluded(crel):
+                continue
+            csrc, cdst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
+            if include.matches(crel):
+                self._create_pending(pending)
+                self.copy_entry(csrc, cdst, crel)
+            elif stat.S_ISDIR(os.lstat(csrc).st_mode):
+                self.copy_included(csrc, cdst, crel, include, [*pending, [csrc, cdst, False]])
+
+    def _create_pending(self, pending: list[list[Any]]) -> None:
+        for entry in pending:
+            src, dst, done = entry
+            if done:
+                continue
+            entry[2] = True
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                continue  # existing directories keep their owner and mode
+            _remove(dst)
+            os.mkdir(dst, 0o700)
+            self._meta(src, dst, os.lstat(src))
 
     def copy_entry(self, src: str, dst: str, rel: str) -> None:
         st = os.lstat(src)
@@ -229,6 +269,9 @@ def _copy(root: str, action: dict[str, Any]) -> None:
     dest_is_dir: bool = action.get("dest_is_dir", False)
     copier = _Copier(root, src_root, action)
     parent_mode = apply_chmod(0o755, copier.chmod, True) if copier.chmod else 0o755
+    if action.get("include_patterns") or action.get("required_paths"):
+        _copy_parents(root, action, copier, parent_mode)
+        return
     for pattern in action["sources"]:
         matches = _matches(src_root, pattern)
         if not matches:
@@ -250,3 +293,33 @@ def _copy(root: str, action: dict[str, Any]) -> None:
             else:
                 parent = _mkdirs(root, os.path.dirname(dest) or "/", parent_mode, copier.owner)
                 copier.copy_entry(src, os.path.join(parent, os.path.basename(dest)), rel)
+
+
+def include_matcher(patterns: Any) -> PatternMatcher:
+    """The include patterns of a --parents copy; an empty one (`a/./`) means everything."""
+    return PatternMatcher(["**" if p.strip("/") in ("", ".") else p for p in patterns]
+                          or ["**"])
+
+
+def _copy_parents(root: str, action: dict[str, Any], copier: _Copier, parent_mode: int) -> None:
+    """COPY --parents: each source is a pivot directory; what below it matches the include
+    patterns lands in dest keeping its path relative to the pivot. Required paths (a
+    --parents source without wildcards) must exist."""
+    src_root = action["src_root"]
+    for path in action.get("required_paths", ()):
+        if not os.path.lexists(resolve_in_root(src_root, path)):
+            raise UserError(f'"{path}": not found', code="copy-source-missing")
+    include = include_matcher(action.get("include_patterns") or ())
+    pivots: list[str] = []
+    for pattern in action["sources"]:
+        matches = _matches(src_root, pattern)
+        if not matches and not _WILDCARD.search(pattern):
+            raise UserError(f'"{pattern}": not found', code="copy-source-missing")
+        pivots.extend(matches)
+    if not pivots:
+        return  # a wildcard pivot that matches nothing copies nothing (and makes no dest)
+    target = _mkdirs(root, action["dest"], parent_mode, copier.owner)
+    for rel in pivots:
+        pivot = resolve_in_root(src_root, rel) if rel else src_root
+        if os.path.isdir(pivot):
+            copier.copy_included(pivot, target, "", include, [])
