@@ -165,7 +165,7 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     network: str = "default"
     runtime: str = ""
-    compression: str = "gzip"
+    compression: str = "gzip"  # of exported/pushed layers; the store keeps them plain
     max_parallelism: int = 0
     source_date_epoch: int | None = None
     outputs: tuple[str, ...] = ()
@@ -322,7 +322,8 @@ async def build_async(req: BuildRequest, stores: Stores,
             async with LazySandbox(idmap, clean_leftovers) as sandbox:
                 opts = SolverOptions(
                     root=roots.root, workdir=workdir, snapshots=roots.snapshots,
-                    runtime=runtime, idmap=idmap, compression=req.compression,
+                    # Layers are stored uncompressed; exports compress them (lazily, once).
+                    runtime=runtime, idmap=idmap, compression="none",
                     max_parallelism=req.max_parallelism or default_parallelism(),
                     no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                     cache_root=str(roots.cache_mounts),
@@ -551,9 +552,16 @@ def image_digest(stores: Stores, ref: str) -> Digest:
     return stores.images.get(ref).descriptor.digest
 
 
+def _compressed(stores: Stores, desc: Descriptor, kind: str | None) -> Descriptor:
+    from pybuild.exporters.recompress import compress_image
+
+    return compress_image(stores.content, desc, kind or "gzip",
+                          stores.roots.root / "cache" / "compressed.json")
+
+
 def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name: str = "",
                  platform: Platform | None = None,
-                 registry: RegistryOptions | None = None) -> str:
+                 registry: RegistryOptions | None = None, compression: str = "gzip") -> str:
     """Write a stored image to the destination of one `--output` value; returns a summary."""
     import sys
 
@@ -582,11 +590,13 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
 
     match spec:
         case OCIOutput():
+            desc = _compressed(stores, desc, spec.image.compression or compression)
             names = spec.image.names or ((default_name,) if default_name else ())
             OCILayoutExporter(dest_of(spec.dest), tar=spec.tar,
                               ref_name=names[0] if names else None).export(stores.content, desc)
             return f"OCI {'archive' if spec.tar else 'layout'} {spec.dest}"
         case DockerOutput():
+            desc = _compressed(stores, desc, spec.image.compression or compression)
             names = list(spec.image.names) or ([default_name] if default_name else [])
             tags = [Reference.parse(n).familiar for n in names]
             DockerArchiveExporter(dest_of(spec.dest), repo_tags=tags,
@@ -609,9 +619,12 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
                 ref = Reference.parse(name)
                 stores.images.put(ref, desc, _rfc3339(time.time()))
                 if spec.push:
-                    target = (Reference(domain=ref.domain, path=ref.path, digest=desc.digest)
+                    packed = _compressed(stores, desc, spec.image.compression or compression)
+                    target = (Reference(domain=ref.domain, path=ref.path, digest=packed.digest)
                               if spec.push_by_digest else ref)
-                    pushed.append(push_image(stores, desc, target, registry, spec.insecure))
+                    pushed.append(push_image(stores, desc, target, registry, spec.insecure,
+                                             compression=spec.image.compression
+                                             or compression))
             return "registry " + ", ".join(pushed) if pushed else "image store"
         case CacheOnlyOutput():
             return "nothing (cache only)"
@@ -720,11 +733,14 @@ def _with_insecure(options: RegistryOptions | None, insecure: bool) -> RegistryO
 
 
 def push_image(stores: Stores, desc: Descriptor, ref: Reference,
-               registry: RegistryOptions | None = None, insecure: bool = False) -> str:
-    """Push an image (manifest or index) from the content store; returns REF@DIGEST."""
+               registry: RegistryOptions | None = None, insecure: bool = False,
+               compression: str = "gzip") -> str:
+    """Push an image (manifest or index) from the content store, its layers compressed
+    as asked; returns REF@DIGEST."""
     from pybuild.registry import push_sync
 
-    digest = push_sync(stores.content, desc, ref, options=_with_insecure(registry, insecure))
+    packed = _compressed(stores, desc, compression)
+    digest = push_sync(stores.content, packed, ref, options=_with_insecure(registry, insecure))
     base = Reference(domain=ref.domain, path=ref.path, tag=ref.tag)
     return f"{base.familiar}@{digest}"
 

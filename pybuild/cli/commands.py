@@ -127,7 +127,7 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
         outputs += [f"type=image,push=true,name={tag}" for tag in args.tag]
     for spec in outputs:
         _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0],
-                           registry=registry_options(args))
+                           registry=registry_options(args), compression=args.compression)
     if args.iidfile:
         with open(args.iidfile, "w") as f:
             f.write(result.manifest.digest)
@@ -240,10 +240,11 @@ def rmi(stores: Any, names: list[str]) -> int:
 
 
 def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "",
-                       registry: Any = None) -> None:
+                       registry: Any = None, compression: str = "gzip") -> None:
     from pybuild.api import export_image
 
-    what = export_image(stores, desc, spec, default_name, registry=registry)
+    what = export_image(stores, desc, spec, default_name, registry=registry,
+                        compression=compression)
     print(f"exported {desc.digest} to {what}", file=sys.stderr)
 
 

@@ -126,8 +126,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="write build result metadata (digests, names) as JSON, like buildx")
     b.add_argument("--explain", action="store_true",
                    help="after the build, list every step that ran and why it was not cached")
-    b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"],
-                   help="layer compression (default: gzip)")
+    b.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "uncompressed"],
+                   help="layer compression of -o/--push outputs (default: gzip; the local "
+                        "store keeps layers uncompressed, as Docker's and Podman's do)")
     b.add_argument("--secret", action="append", default=[],
                    help="expose a secret to RUN --mount=type=secret: id=ID,src=FILE or "
                         "id=ID,env=VAR (never stored in the image or the cache)")

@@ -1,0 +1,115 @@
+"""Layer compression at export time.
+
+Builds store layers uncompressed (as Docker's and Podman's local stores do): no CPU goes
+to compression while building, and the diff_id is the blob digest. Exports and pushes
+compress (gzip by default, as buildx does) into new blobs; the config is unchanged (same
+diff_ids), the manifest is new. Results are remembered per (diff_id, kind), so exporting
+the same layers again costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pybuild.content.store import ContentStore
+from pybuild.digest import Digest
+from pybuild.errors import UserError
+from pybuild.layers.compress import compress_stream
+from pybuild.oci import mediatypes as mt
+from pybuild.oci.descriptor import Descriptor, Index, Manifest, verify_blob
+
+KINDS = ("gzip", "zstd", "uncompressed")
+_OCI_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "uncompressed": mt.OCI_LAYER}
+
+
+class _Memo:
+    """(uncompressed digest, kind) -> compressed digest, in a small JSON file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, str] = {}
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.data = json.loads(path.read_text())
+
+    def get(self, diff_id: str, kind: str) -> str | None:
+        return self.data.get(f"{diff_id}|{kind}")
+
+    def put(self, diff_id: str, kind: str, digest: str) -> None:
+        self.data[f"{diff_id}|{kind}"] = digest
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Memo) -> Descriptor:
+    current = mt.layer_compression(layer.media_type)
+    wanted = "none" if kind == "uncompressed" else kind
+    if current == wanted:
+        return layer
+    if current != "none":
+        # Already compressed another way: keep it (BuildKit does too without force).
+        return layer
+    known = memo.get(layer.digest, kind)
+    if known and store.has(Digest(known)):
+        return Descriptor(media_type=_OCI_TYPES[kind], digest=Digest(known),
+                          size=store.size(Digest(known)))
+    fd, tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="recompress-")
+    try:
+        with store.open(layer.digest, what="layer") as src, os.fdopen(fd, "wb") as dst:
+            diff_id, _, digest_hex, size = compress_stream(src, dst, wanted)  # type: ignore[arg-type]
+            dst.flush()
+            os.fsync(dst.fileno())
+        if "sha256:" + diff_id != layer.digest:
+            raise UserError(f"layer {layer.digest} in the content store is corrupt (content "
+                            f"hashes to sha256:{diff_id})", code="integrity")
+        digest = store.ingest_file(Path(tmp), Digest.from_hex(digest_hex))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    memo.put(layer.digest, kind, digest)
+    return Descriptor(media_type=_OCI_TYPES[kind], digest=digest, size=size)
+
+
+def compress_image(store: ContentStore, desc: Descriptor, kind: str,
+                   memo_path: Path | None = None) -> Descriptor:
+    """The same image with its uncompressed layers compressed as `kind`; a new manifest
+    (and index) when anything changed, else `desc` itself."""
+    if kind not in KINDS:
+        raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
+    memo = _Memo(memo_path)
+    return _convert(store, desc, kind, memo)
+
+
+def _convert(store: ContentStore, desc: Descriptor, kind: str, memo: _Memo) -> Descriptor:
+    data = store.read(desc.digest, what="manifest")
+    verify_blob(data, desc, what="manifest")
+    if desc.media_type in mt.INDEX_TYPES:
+        index = Index.parse(data)
+        children = tuple(_convert(store, c, kind, memo) if c.media_type in mt.MANIFEST_TYPES
+                         or c.media_type in mt.INDEX_TYPES else c for c in index.manifests)
+        if children == index.manifests:
+            return desc
+        new = Index(media_type=index.media_type, manifests=children,
+                    annotations=index.annotations)
+        raw = new.encode()
+        return Descriptor(media_type=desc.media_type, digest=store.write(raw), size=len(raw),
+                          platform=desc.platform, annotations=desc.annotations)
+    manifest = Manifest.parse(data)
+    layers = tuple(_compress_layer(store, x, kind, memo) for x in manifest.layers)
+    if layers == manifest.layers:
+        return desc
+    new_manifest = Manifest(media_type=manifest.media_type, config=manifest.config,
+                            layers=layers, annotations=manifest.annotations,
+                            subject=manifest.subject, artifact_type=manifest.artifact_type)
+    raw = new_manifest.encode()
+    return Descriptor(media_type=desc.media_type, digest=store.write(raw), size=len(raw),
+                      platform=desc.platform, annotations=desc.annotations)
