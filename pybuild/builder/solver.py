@@ -125,6 +125,7 @@ class Solver:
         self.opts = opts
         self.events = events
         self._named: dict[Digest, BuildContext] = {}
+        self._fetched: dict[Digest, BuildContext] = {}  # ADD <url> / <git>: downloaded dirs
         self._tasks: dict[Digest, asyncio.Task[tuple[str, Solved]]] = {}
         self._snapshot_locks: dict[str, asyncio.Lock] = {}
         self._run_sem = asyncio.Semaphore(opts.max_parallelism)
@@ -166,7 +167,12 @@ class Solver:
             case SourceOp():
                 return await self._source(digest, op, name)
             case ExecOp() | FileOp():
-                inputs = await asyncio.gather(*(self._get(i.op) for i in op.inputs()))
+                try:
+                    inputs = await asyncio.gather(*(self._get(i.op) for i in op.inputs()))
+                except PybuildError as exc:
+                    # A source fails without a location of its own (a download, a git
+                    # fetch): it is reported at the instruction that reads it.
+                    raise _located(exc, meta) from None
                 return await self._cached_or_run(digest, op, meta, name, list(inputs))
         raise UserError(f"unsupported op {op.kind}")
 
@@ -176,6 +182,8 @@ class Solver:
             if op.identifier != CONTEXT_SOURCE:  # a named context: its directory must exist
                 await asyncio.to_thread(self._context_for, Input(op=digest))
             return key, Solved(layers=(), context=True)
+        if op.identifier.startswith(("http://", "https://", "git://")):
+            return await self._remote_source(digest, op, name)
         if op.identifier.startswith("oci-layout://"):
             desc, ref = await asyncio.to_thread(self._import_oci_layout, op)
         elif op.identifier.startswith("docker-image://"):
@@ -199,6 +207,47 @@ class Solver:
                                     "content store")
         self.events(VertexCached(digest=str(digest), name=name))
         return key, Solved(layers=layers)
+
+    async def _remote_source(self, digest: Digest, op: SourceOp, name: str) -> tuple[
+            str, Solved]:
+        """ADD of a URL or a git repository: fetched (or revalidated) by pybuild into a
+        directory under `$ROOT/cache/`, then read like a local context. The key is the
+        fetched content's identity (content digest, or commit sha), so a changed download
+        or commit invalidates the steps that copy it and an unchanged one does not."""
+        from pybuild.builder import sources
+
+        attrs = dict(op.attrs)
+        cache_root = str(self.opts.root / "cache")
+        if op.identifier.startswith("git://"):
+            def fetch() -> sources.Fetched:
+                return sources.fetch_git(
+                    cache_root, attrs.get("git.fullurl", op.identifier),
+                    ref=attrs.get("git.ref", ""), subdir=attrs.get("git.subdir", ""),
+                    keep_git_dir=attrs.get("git.keepgitdir") == "true",
+                    checksum=attrs.get("git.checksum", ""),
+                    submodules=attrs.get("git.submodules", "true") != "false")
+        else:
+            def fetch() -> sources.Fetched:
+                return sources.fetch_http(
+                    cache_root, op.identifier, filename=attrs.get("http.filename") or
+                    "__unnamed__", perm=int(attrs.get("http.perm", "0600"), 8),
+                    checksum=attrs.get("http.checksum", ""), refresh=self.opts.no_cache)
+        start = time.monotonic()
+        try:
+            fetched = await asyncio.to_thread(fetch)
+        except PybuildError as exc:
+            self.events(VertexFailed(digest=str(digest), name=name, error=exc.message))
+            raise
+        if fetched.fetched:
+            self.events(VertexStarted(digest=str(digest), name=name))
+            self.events(VertexDone(digest=str(digest), name=name,
+                                   seconds=time.monotonic() - start))
+        else:
+            self.events(VertexCached(digest=str(digest), name=name))
+        cache = self.context.stat_cache if self.context is not None else StatCache(None)
+        self._fetched[digest] = BuildContext(fetched.root, None, cache)
+        return _hash([KEY_SCHEME, str(digest), fetched.identity]), Solved(layers=(),
+                                                                           context=True)
 
     def _import_oci_layout(self, op: SourceOp) -> tuple[Descriptor, str]:
         """`oci-layout://DIR@DIGEST`: the layout's image is imported into the content store
@@ -232,6 +281,8 @@ class Solver:
         """The BuildContext a `local://` source reads: the main context, or a named one
         (`--build-context name=DIR`) with its own .dockerignore, as BuildKit's named
         local contexts have; None for other sources."""
+        if inp.op in self._fetched:
+            return self._fetched[inp.op]
         op = self.defn.ops[inp.op]
         if not isinstance(op, SourceOp) or not op.identifier.startswith("local://"):
             return None
@@ -590,6 +641,7 @@ class Solver:
                         "chmod": action.chmod, "exclude": list(action.exclude),
                         "include_patterns": list(action.include_patterns),
                         "required_paths": list(action.required_paths),
+                        "unpack": action.unpack,
                     }
                     ctx = self._context_for(action.source)
                     if i in selections and ctx is not None:

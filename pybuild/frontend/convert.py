@@ -15,8 +15,11 @@ The order of work is BuildKit's `toDispatchState`:
    environment at that point.
 
 Divergences from BuildKit, on purpose (see also `docs` in the report of issue 3):
-- `ADD <http(s) URL>` and `ADD <git ref>` are parsed and validated, then refused with
-  "not supported yet" (pybuild has no HTTP/git sources yet);
+- `ADD <http(s) URL>` / `ADD <git ref>` become `https://…` / `git://…` source ops that
+  pybuild fetches itself (`builder/sources.py`), with BuildKit's attrs (`http.filename`,
+  `http.perm`, `http.checksum`; `git.fullurl`, `git.ref`, `git.subdir`,
+  `git.keepgitdir`, `git.checksum`); the git ref and subdir are attrs, not one
+  `ref:subdir` string;
 - the context source carries no FollowPaths (it is not part of the op identity here);
 - linting is minimal: the rules implemented are listed in `_Linter.RULES`.
 """
@@ -1364,17 +1367,27 @@ class _Converter:
                 ref_sum = git.get("checksum")
                 if checksum and ref_sum and checksum != ref_sum:
                     raise self._fail(loc, f'checksum mismatch "{checksum}" != "{ref_sum}"')
-                raise self._fail(loc, f"ADD of a git repository ({src}) is not supported yet",
-                                 hint="clone the repository into the build context and COPY "
-                                      "it")
+                keep_git = bool(keep if keep is not None else inst.keep_git_dir)
+                actions.append(CopyAction(
+                    source=self._git_source(d, loc, src, git, keep_git, checksum or ref_sum),
+                    sources=("/",), dest=dest, chown=chown, chmod=chmod,
+                    allow_wildcard=False, allow_empty_wildcard=False,
+                    exclude=tuple(inst.exclude), dest_is_dir=True, link=link))
+                continue
             if _is_http(src):
                 if not inst.is_add:
                     raise self._fail(loc, "source can't be a URL for COPY",
                                      hint="use ADD for URLs")
                 if checksum:
                     _validate_digest(loc, checksum)
-                raise self._fail(loc, f"ADD of a URL ({src}) is not supported yet",
-                                 hint="download the file into the build context and COPY it")
+                filename = _url_filename(src)
+                actions.append(CopyAction(
+                    source=self._http_source(d, loc, src, filename, checksum),
+                    sources=("/" + filename,), dest=dest, chown=chown, chmod=chmod,
+                    allow_wildcard=False, allow_empty_wildcard=False,
+                    exclude=tuple(inst.exclude), dest_is_dir=dest_is_dir,
+                    unpack=inst.unpack is True, link=link))
+                continue
             include: tuple[str, ...] = ()
             required: tuple[str, ...] = ()
             path = src
@@ -1410,6 +1423,44 @@ class _Converter:
         d.state = self.dag.add(FileOp(base=d.state, actions=tuple(actions)),
                                self._meta(d, loc, self._display(loc, env)))
         self._history(d, history, layer=True, buildkit=True)
+
+    def _http_source(self, d: _Stage, loc: ins.Loc, url: str, filename: str,
+                     checksum: str) -> Input:
+        """llb.HTTP: the file lands as `/<filename>`, 0600 (a --chmod is applied by the
+        copy), with the Last-Modified time."""
+        attrs = [("http.filename", filename), ("http.perm", "0600")]
+        if checksum:
+            attrs.append(("http.checksum", checksum))
+        meta = self._meta(d, loc, f"[internal] load remote file {_redact(url)}")
+        meta = replace(meta, description=f"[internal] load remote file {_redact(url)}")
+        return self.dag.add(SourceOp(identifier=url, attrs=tuple(sorted(attrs))), meta)
+
+    def _git_source(self, d: _Stage, loc: ins.Loc, src: str, opts: dict[str, Any],
+                    keep_git_dir: bool, checksum: str) -> Input:
+        """llb.Git: the checkout of `ref` (a commit, tag or branch), rooted at `subdir`."""
+        remote, ref, subdir = _split_git_ref(src)
+        qref = opts.get("ref") or opts.get("tag") or opts.get("branch")
+        if qref:
+            if ref:
+                raise self._fail(loc, "ref specified both in the URL fragment and the query")
+            ref = qref
+        if opts.get("subdir"):
+            if subdir:
+                raise self._fail(loc, "subdir specified both in the URL fragment and the "
+                                 "query")
+            subdir = opts["subdir"]
+        if subdir:
+            subdir = _clean("/" + subdir).lstrip("/")
+        attrs = [("git.fullurl", remote), ("git.ref", ref), ("git.subdir", subdir),
+                 ("git.keepgitdir", "true" if keep_git_dir else "false"),
+                 ("git.submodules", "false" if opts.get("submodules") is False else "true")]
+        if checksum:
+            attrs.append(("git.checksum", checksum))
+        ident = "git://" + re.sub(r"^[a-z+]+://", "", remote)
+        desc = f"[internal] load git source {_redact(remote)}" + (f"#{ref}" if ref else "") + (
+            f":{subdir}" if subdir else "")
+        meta = replace(self._meta(d, loc, desc), description=desc)
+        return self.dag.add(SourceOp(identifier=ident, attrs=tuple(sorted(attrs))), meta)
 
     # -- result -------------------------------------------------------------------------
 
@@ -1695,6 +1746,29 @@ def _validate_digest(loc: ins.Loc, text: str) -> None:
                         hint="use sha256, sha384 or sha512")
     if len(hexpart) != _DIGEST_LENGTHS[algo] or not re.fullmatch(r"[a-f0-9]+", hexpart):
         raise loc.error("invalid checksum digest length", cls=UserError)
+
+
+def _redact(url: str) -> str:
+    """A URL without its credentials (for descriptions)."""
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
+
+
+def _url_filename(url: str) -> str:
+    """The file name of an `ADD <url>`: the basename of the URL path, `__unnamed__` if
+    there is none (dockerfile2llb)."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path
+    base = posixpath.basename(path.rstrip("/")) if path not in ("", "/") else ""
+    return base if base not in ("", ".", "..", "/") else "__unnamed__"
+
+
+def _split_git_ref(src: str) -> tuple[str, str, str]:
+    """(remote, ref, subdir) of a git source: `remote[?query]#ref:subdir`."""
+    remote, _, fragment = src.partition("#")
+    remote = remote.split("?", 1)[0]
+    ref, _, subdir = fragment.partition(":")
+    return remote, ref, subdir
 
 
 def _is_http(src: str) -> bool:

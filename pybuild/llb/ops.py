@@ -31,7 +31,10 @@ class Input:
 class SourceOp:
     """A filesystem from outside the DAG.
 
-    identifier: `docker-image://<ref>@<digest>`, `local://<name>`, `scratch`.
+    identifier: `docker-image://<ref>@<digest>`, `local://<name>`, `oci-layout://…`,
+    `scratch`, `http(s)://<url>` (ADD of a URL: attrs `http.filename`, `http.perm`,
+    `http.checksum`) or `git://<host/path>` (ADD of a repository: attrs `git.fullurl`,
+    `git.ref`, `git.subdir`, `git.keepgitdir`, `git.submodules`, `git.checksum`).
     attrs: sorted (key, value) pairs, e.g. ("platform", "linux/amd64"), ("include", "a\\nb").
     """
 

@@ -167,14 +167,17 @@ def test_context_source_carries_dockerignore(fe):
 
 
 def test_git_and_url_forms(fe):
-    """testAddGit / testGitQueryString / testDockerfileADDFromURL: syntax validated, then
-    refused with a clear "not supported yet"."""
-    for src in ("https://github.com/moby/buildkit.git#v0.10.1:docs",
-                "git@github.com:moby/buildkit.git", "ssh://git@h/r.git",
-                "https://h/r.git?ref=main&subdir=x", "http://example.com/file.tar.gz"):
-        with pytest.raises(UserError, match="not supported yet") as e:
-            fe.compile(f"FROM busybox\nADD {src} /x\n")
-        assert e.value.location.start_line == 2
+    """testAddGit / testGitQueryString / testDockerfileADDFromURL: remote sources become
+    git:// and http(s):// source ops (tests/unit/test_add_frontend.py has the details)."""
+    for src, ident in (("https://github.com/moby/buildkit.git#v0.10.1:docs",
+                        "git://github.com/moby/buildkit.git"),
+                       ("git@github.com:moby/buildkit.git", "git://git@github.com:moby/buildkit.git"),
+                       ("ssh://git@h/r.git", "git://git@h/r.git"),
+                       ("https://h/r.git?ref=main&subdir=x", "git://h/r.git"),
+                       ("http://example.com/file.tar.gz", "http://example.com/file.tar.gz")):
+        r = fe.compile(f"FROM busybox\nADD {src} /x\n")
+        idents = {op.identifier for op in r.definition.ops.values() if isinstance(op, SourceOp)}
+        assert ident in idents
     with pytest.raises(UserError, match="checksum mismatch"):
         fe.compile("FROM busybox\nADD --checksum=abc https://h/r.git?checksum=def /x\n")
     with pytest.raises(UserError, match="invalid checksum digest length"):

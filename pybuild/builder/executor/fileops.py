@@ -12,17 +12,31 @@ matching directory brings everything below it), as fsutil's copier decides with
 `MatchesUsingParentResults`. Directories on the way to a match are created lazily, with
 their source metadata, only once something below them is copied. `--exclude` patterns use
 the same matcher, relative to the copy source. Required paths must exist.
+
+`ADD` of a local archive (`unpack`): a regular source file that decompresses (gzip,
+bzip2, xz, zstd or none, recognised by content as `archive.DetectCompression` does) to
+something whose first header is a valid tar header is extracted into the dest directory
+instead of being copied, as BuildKit's file backend does with `chrootarchive.Untar`:
+entries keep their mode, mtime and tar owner (`--chown` replaces the owner of every
+entry), missing parents are made 0755, names and hard links may not climb out of the
+dest and symlinks are resolved as if the dest were `/`. As in moby's `archive.Unpack`
+(AUFS whiteout format, no converter), `.wh.*` names in a user's archive are *not*
+whiteouts: they are extracted as the files they are. Device nodes that cannot be made
+inside the user namespace are skipped, as rootless BuildKit does.
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import errno
 import fnmatch
+import lzma
 import os
 import re
 import shutil
 import stat
-from typing import Any
+from typing import Any, BinaryIO
 
 from pybuild.builder.executor.users import resolve_chown, resolve_in_root
 from pybuild.errors import UserError
@@ -286,6 +300,10 @@ def _copy(root: str, action: dict[str, Any]) -> None:
                 target = _mkdirs(root, dest, parent_mode, copier.owner)
                 copier.copy_entry(src, target, "")
                 continue
+            if action.get("unpack") and is_archive(src):
+                target = _mkdirs(root, dest, 0o755, copier.owner)
+                untar(src, target, copier.owner)
+                continue
             real_dest = resolve_in_root(root, dest)
             if dest_is_dir or os.path.isdir(real_dest) or len(matches) > 1:
                 parent = _mkdirs(root, dest, parent_mode, copier.owner)
@@ -323,3 +341,188 @@ def _copy_parents(root: str, action: dict[str, Any], copier: _Copier, parent_mod
         pivot = resolve_in_root(src_root, rel) if rel else src_root
         if os.path.isdir(pivot):
             copier.copy_included(pivot, target, "", include, [])
+
+
+# --- ADD: local archives ---------------------------------------------------------------
+
+_BZIP2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def _open_archive(path: str, stack: contextlib.ExitStack) -> BinaryIO:
+    """The decompressed stream of `path` (compression recognised by its magic bytes)."""
+    from pybuild.layers.decompress import decompressed
+
+    f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
+    head = f.read(6)
+    f.seek(0)
+    if head.startswith(_BZIP2_MAGIC):
+        return stack.enter_context(bz2.BZ2File(f))  # type: ignore[return-value]
+    if head.startswith(_XZ_MAGIC):
+        return stack.enter_context(lzma.LZMAFile(f))  # type: ignore[return-value]
+    return stack.enter_context(decompressed(f))
+
+
+def is_archive(path: str) -> bool:
+    """BuildKit's isArchivePath: a regular file whose decompressed content starts with a
+    valid tar header (an empty archive is not one)."""
+    from pybuild.layers import tarformat as tf
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with contextlib.ExitStack() as stack:
+            stream = _open_archive(path, stack)
+            block = b""
+            while len(block) < tf.BLOCK:
+                chunk = stream.read(tf.BLOCK - len(block))
+                if not chunk:
+                    return False
+                block += chunk
+    except Exception:  # anything unreadable is "not an archive"
+        return False
+    if block == tf.ZERO_BLOCK:
+        return False
+    try:
+        stored = tf.parse_number(block[148:156])
+    except ValueError:
+        return False
+    return tf.checksum_ok(block, stored)
+
+
+def _entry_parts(name: bytes) -> list[bytes]:
+    """A tar entry name, cleaned; climbing out of the dest is an error (moby's
+    breakoutError)."""
+    parts: list[bytes] = []
+    for part in name.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if not parts:
+                raise UserError(f"invalid archive entry {os.fsdecode(name)!r}: it escapes the "
+                                "destination", code="archive-breakout")
+            parts.pop()
+            continue
+        parts.append(part)
+    return parts
+
+
+def untar(archive: str, dest: str, owner: tuple[int, int] | None) -> None:
+    """Extract `archive` into the directory `dest` (see the module docstring)."""
+    from pybuild.layers import tarformat as tf
+    from pybuild.layers.errors import LayerError
+    from pybuild.layers.tarreader import TarReader
+
+    dirs: list[tuple[bytes, int]] = []  # mtimes of directories, set last
+
+    def inside(parts: list[bytes], create: bool) -> bytes:
+        """The real path of the directory `parts`, symlinks resolved within dest; missing
+        directories are made (0755) if `create`."""
+        rel = ""
+        real = dest
+        for part in parts:
+            rel += "/" + os.fsdecode(part)
+            real = resolve_in_root(dest, rel)
+            if not create:
+                continue
+            if not os.path.lexists(real):
+                # Every symlink on the way is resolved already: what is missing is made,
+                # as MkdirAll does inside the chroot.
+                cur = dest
+                for comp in os.path.relpath(real, dest).split("/"):
+                    cur = os.path.join(cur, comp)
+                    if not os.path.lexists(cur):
+                        os.mkdir(cur, 0o755)
+                        os.chmod(cur, 0o755)
+                        if owner is not None:
+                            os.lchown(cur, *owner)
+            elif not os.path.isdir(real):
+                raise UserError(f"cannot extract below {rel}: not a directory",
+                                code="archive-conflict")
+        return os.fsencode(real)
+
+    def metadata(path: bytes, e: Any, *, is_link: bool = False) -> None:
+        uid, gid = owner if owner is not None else (e.uid, e.gid)
+        try:
+            os.lchown(path, uid, gid)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            raise UserError(f"cannot give {os.fsdecode(e.name)} the owner {uid}:{gid}: not "
+                            "mapped in this build's user namespace",
+                            code="archive-owner") from None
+        for name, value in e.xattrs.items():
+            if name.startswith(("user.overlay.", "trusted.overlay.")):
+                continue
+            with contextlib.suppress(OSError):  # best effort, as BestEffortXattrs
+                os.setxattr(path, name, value, follow_symlinks=False)
+        if not is_link:
+            os.chmod(path, e.mode & 0o7777)
+
+    with contextlib.ExitStack() as stack:
+        reader = TarReader(_open_archive(archive, stack))
+        try:
+            for e in reader:
+                parts = _entry_parts(e.name)
+                if not parts:
+                    continue  # the archive's root: dest keeps its own metadata
+                parent = inside(parts[:-1], create=True)
+                path = parent + b"/" + parts[-1]
+                kind = e.type
+                try:
+                    st: os.stat_result | None = os.lstat(path)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and not (kind == tf.DIR and stat.S_ISDIR(st.st_mode)):
+                    _remove(os.fsdecode(path))
+                if kind == tf.DIR:
+                    if st is None or not stat.S_ISDIR(st.st_mode):
+                        os.mkdir(path, 0o700)
+                    metadata(path, e)
+                    dirs.append((path, e.mtime))
+                    continue
+                if kind == tf.REG:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                                 os.O_CLOEXEC, 0o600)
+                    try:
+                        reader.copy_data(lambda mv, fd=fd: _write_all(fd, mv))
+                    finally:
+                        os.close(fd)
+                elif kind == tf.SYMLINK:
+                    os.symlink(e.linkname, path)
+                elif kind == tf.LINK:
+                    tparts = _entry_parts(e.linkname)
+                    target = inside(tparts[:-1], create=False) + b"/" + tparts[-1] \
+                        if tparts else b""
+                    if not tparts or not os.path.lexists(target) or os.path.isdir(target):
+                        raise UserError(f"invalid hard link {os.fsdecode(e.name)!r} -> "
+                                        f"{os.fsdecode(e.linkname)!r} in the archive",
+                                        code="archive-breakout")
+                    os.link(target, path, follow_symlinks=False)
+                    continue
+                elif kind == tf.FIFO:
+                    os.mkfifo(path, 0o600)
+                elif kind in (tf.CHR, tf.BLK):
+                    dev = stat.S_IFCHR if kind == tf.CHR else stat.S_IFBLK
+                    try:
+                        os.mknod(path, dev | 0o600, os.makedev(e.devmajor, e.devminor))
+                    except PermissionError:
+                        continue  # not allowed in a user namespace: skipped
+                else:
+                    continue  # unknown entry types are skipped, as moby does
+                metadata(path, e, is_link=kind == tf.SYMLINK)
+                os.utime(path, ns=(e.mtime * 1_000_000_000,) * 2,
+                         follow_symlinks=kind != tf.SYMLINK)
+        except LayerError as exc:
+            raise UserError(f"cannot extract {os.path.basename(archive)}: "
+                            f"{exc}".replace("layer tar", "archive"),
+                            code="archive-corrupt") from None
+    for path, mtime in reversed(dirs):
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path, ns=(mtime * 1_000_000_000,) * 2, follow_symlinks=False)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]

@@ -1,0 +1,142 @@
+"""ADD's archive detection and safe extraction (builder/executor/fileops.py)."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pybuild.builder.executor.fileops import is_archive, untar
+from pybuild.errors import UserError
+
+UID, GID = os.getuid(), os.getgid()
+
+
+def _tar(members: list[tuple[str, bytes | None, dict[str, object]]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data, over in members:
+            info = tarfile.TarInfo(name)
+            info.uid, info.gid, info.mtime, info.mode = UID, GID, 1_234_567_890, 0o644
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            else:
+                info.size = len(data)
+            for k, v in over.items():
+                setattr(info, k, v)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+ONE = _tar([("a.txt", b"A", {})])
+
+
+@pytest.mark.parametrize(("data", "want"), [
+    (ONE, True),
+    (gzip.compress(ONE), True),
+    (bz2.compress(ONE), True),
+    (lzma.compress(ONE), True),
+    (zstandard.ZstdCompressor().compress(ONE), True),
+    (b"\0" * 1024, False),  # an empty archive is not one (Go's tar.Next returns EOF)
+    (b"hello world\n" * 100, False),
+    (gzip.compress(b"hello world\n" * 100), False),
+    (b"BZh9 not really bzip2", False),
+    (b"", False),
+])
+def test_is_archive_by_content(tmp_path: Path, data: bytes, want: bool) -> None:
+    f = tmp_path / "any.name"
+    f.write_bytes(data)
+    assert is_archive(str(f)) is want
+
+
+def _extract(tmp_path: Path, data: bytes, owner: tuple[int, int] | None = None) -> Path:
+    arch = tmp_path / "a.tar"
+    arch.write_bytes(data)
+    dest = tmp_path / "dest"
+    dest.mkdir(exist_ok=True)
+    untar(str(arch), str(dest), owner)
+    return dest
+
+
+def test_untar_metadata_links_and_whiteout_names(tmp_path: Path) -> None:
+    dest = _extract(tmp_path, _tar([
+        ("d/", None, {"mode": 0o750}),
+        ("d/f", b"F", {"mode": 0o600}),
+        ("d/l", b"", {"type": tarfile.SYMTYPE, "linkname": "f"}),
+        ("d/h", b"", {"type": tarfile.LNKTYPE, "linkname": "d/f"}),
+        ("implied/x/y", b"Y", {}),
+        (".wh.d", b"", {}),
+        ("d/.wh..wh..opq", b"", {}),
+    ]))
+    assert (dest / "d/f").read_text() == "F"
+    assert (dest / "d/f").stat().st_mode & 0o7777 == 0o600
+    assert (dest / "d").stat().st_mode & 0o7777 == 0o750
+    assert (dest / "d").stat().st_mtime == 1_234_567_890
+    assert (dest / "d/f").stat().st_mtime == 1_234_567_890
+    assert os.readlink(dest / "d/l") == "f"
+    assert (dest / "d/h").stat().st_ino == (dest / "d/f").stat().st_ino
+    assert (dest / "implied/x").stat().st_mode & 0o7777 == 0o755
+    # whiteout names are plain files in a user's archive
+    assert (dest / ".wh.d").is_file() and (dest / "d/.wh..wh..opq").is_file()
+
+
+def test_untar_overwrites_and_merges(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    (dest / "d").mkdir(parents=True)
+    (dest / "d/old").write_text("old")
+    (dest / "f").mkdir()
+    _extract(tmp_path, _tar([("d/new", b"N", {}), ("f", b"file now", {})]))
+    assert sorted(os.listdir(dest / "d")) == ["new", "old"]
+    assert (dest / "f").read_text() == "file now"
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/../evil"])
+def test_untar_refuses_breakout(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UserError, match="escapes the destination"):
+        _extract(tmp_path, _tar([(name, b"e", {})]))
+    assert not (tmp_path / "evil").exists()
+
+
+def test_untar_symlinks_stay_inside(tmp_path: Path) -> None:
+    """A symlink in the archive pointing outside is resolved as if dest were `/`
+    (chrootarchive): entries below it land inside dest."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = _extract(tmp_path, _tar([
+        ("up", b"", {"type": tarfile.SYMTYPE, "linkname": "../../outside"}),
+        ("abs", b"", {"type": tarfile.SYMTYPE, "linkname": str(outside)}),
+        ("up/x", b"1", {}),
+        ("abs/y", b"2", {}),
+    ]))
+    assert os.listdir(outside) == []
+    assert (dest / "outside/x").read_text() == "1"  # ../../outside from / is /outside
+    assert (dest / str(outside).lstrip("/") / "y").read_text() == "2"
+
+
+def test_untar_hardlink_outside_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    with pytest.raises(UserError, match="escapes the destination"):
+        _extract(tmp_path, _tar([("h", b"", {"type": tarfile.LNKTYPE,
+                                             "linkname": "../secret"})]))
+    with pytest.raises(UserError, match="invalid hard link"):
+        _extract(tmp_path, _tar([("h", b"", {"type": tarfile.LNKTYPE,
+                                             "linkname": "nothing-here"})]))
+
+
+def test_untar_corrupt(tmp_path: Path) -> None:
+    data = bytearray(_tar([("a", b"x" * 2000, {})]))
+    with pytest.raises(UserError, match="cannot extract"):
+        _extract(tmp_path, bytes(data[:1500]))
+
+
+def test_untar_chown_override(tmp_path: Path) -> None:
+    dest = _extract(tmp_path, _tar([("o/x", b"x", {})]), owner=(UID, GID))
+    assert ((dest / "o/x").stat().st_uid, (dest / "o").stat().st_uid) == (UID, UID)
