@@ -80,9 +80,15 @@ class IntegrityError(UserError):
 
 
 class StepFailedError(UserError):
-    """A RUN step exited non-zero."""
+    """A RUN step exited non-zero (or its runtime failed); carries the step's full output."""
 
     code = "step-failed"
+
+    def __init__(self, message: str, *, output: str = "", step_exit_code: int = 0,
+                 **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.output = output
+        self.step_exit_code = step_exit_code
 
 
 class InternalError(PybuildError):

@@ -499,20 +499,14 @@ class Solver:
             self.events(Notice(text, level=level))
         code = int(res["exit_code"])
         if res.get("runtime_error"):
-            err = StepFailedError(
+            raise StepFailedError(
                 f"the OCI runtime {os.path.basename(res['runtime'])} could not run process "
-                f"{_argv_text(op.args)}: {res['runtime_error']}", exit_code=1)
-            err.output = "".join(output)  # type: ignore[attr-defined]
-            err.step_exit_code = code  # type: ignore[attr-defined]
-            raise err
+                f"{_argv_text(op.args)}: {res['runtime_error']}",
+                output="".join(output), step_exit_code=code)
         if code != 0:
-            err = StepFailedError(
+            raise StepFailedError(
                 f"process {_argv_text(op.args)} did not complete successfully: exit code: "
-                f"{code}", exit_code=1)
-            err.output = "".join(output)  # type: ignore[attr-defined]
-            err.step_exit_code = code  # type: ignore[attr-defined]
-            raise err
-        self.executed_exec = getattr(self, "executed_exec", 0) + 1
+                f"{code}", output="".join(output), step_exit_code=code)
         commit = res["commit"]
         now = time.time()
         if commit["empty"]:

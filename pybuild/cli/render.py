@@ -17,7 +17,7 @@ from pybuild.builder.events import (
     VertexMiss,
     VertexStarted,
 )
-from pybuild.errors import PybuildError
+from pybuild.errors import PybuildError, StepFailedError
 
 
 def render_error(exc: PybuildError, out: TextIO) -> None:
@@ -36,7 +36,7 @@ def render_error(exc: PybuildError, out: TextIO) -> None:
                 print(f"  {loc.start_line + n:>4} | {line}", file=out)
     else:
         print(f"error: {exc.message}", file=out)
-    output = getattr(exc, "output", None)
+    output = exc.output if isinstance(exc, StepFailedError) else ""
     if output:
         print("---- output of the failed step ----", file=out)
         out.write(output if output.endswith("\n") else output + "\n")
