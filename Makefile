@@ -22,10 +22,13 @@ demo: base
 test: setup
 	@$(VENV)/ruff check pybuild tests testdata bench
 	@$(VENV)/lint-imports
+	@$(VENV)/mypy
 	@$(VENV)/python -m pytest -n 2 tests
 
 lint: setup
 	@$(VENV)/ruff check pybuild tests testdata bench
+	@$(VENV)/lint-imports
+	@$(VENV)/mypy
 
 bench: base
 	@$(VENV)/python bench/run.py

@@ -238,7 +238,7 @@ def _build_dir(roots: Roots) -> Iterator[Path]:
 
 def _stale_build_dirs(roots: Roots) -> list[str]:
     """Scratch dirs of builds that are no longer running (killed pybuild processes)."""
-    out = []
+    out: list[str] = []
     if not roots.tmp.is_dir():
         return out
     for name in os.listdir(roots.tmp):
@@ -466,7 +466,8 @@ def default_parallelism() -> int:
 
 
 def build(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
-    return asyncio.run(_terminable(build_async(req, stores, events)))
+    result: BuildResult = asyncio.run(_terminable(build_async(req, stores, events)))
+    return result
 
 
 async def _terminable(coro: Any) -> Any:
@@ -597,8 +598,8 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
             return f"OCI {'archive' if spec.tar else 'layout'} {spec.dest}"
         case DockerOutput():
             desc = _compressed(stores, desc, spec.image.compression or compression)
-            names = list(spec.image.names) or ([default_name] if default_name else [])
-            tags = [Reference.parse(n).familiar for n in names]
+            docker_names = list(spec.image.names) or ([default_name] if default_name else [])
+            tags = [Reference.parse(n).familiar for n in docker_names]
             DockerArchiveExporter(dest_of(spec.dest), repo_tags=tags,
                                   platform=platform).export(stores.content, desc)
             return f"docker archive {spec.dest}"
@@ -611,11 +612,11 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
                         platform_split=spec.platform_split).export(stores.content, desc)
             return f"filesystem tarball {spec.dest}"
         case ImageOutput():
-            names = list(spec.image.names) or ([default_name] if default_name else [])
-            if spec.push and not names:
+            image_names = list(spec.image.names) or ([default_name] if default_name else [])
+            if spec.push and not image_names:
                 raise UserError(f"output {spec_text!r}: pushing needs a name (name=REF or -t)")
             pushed = []
-            for name in names:
+            for name in image_names:
                 ref = Reference.parse(name)
                 stores.images.put(ref, desc, _rfc3339(time.time()))
                 if spec.push:

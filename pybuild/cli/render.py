@@ -91,7 +91,7 @@ class JsonProgress:
 
     def __call__(self, event: Event) -> None:
         data = {"type": type(event).__name__, **{k: getattr(event, k)
-                                                 for k in event.__slots__}}  # type: ignore[union-attr]
+                                                 for k in event.__slots__}}
         self.out.write(json.dumps(data) + "\n")
         self.out.flush()
 

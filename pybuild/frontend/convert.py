@@ -1369,7 +1369,8 @@ class _Converter:
                     raise self._fail(loc, f'checksum mismatch "{checksum}" != "{ref_sum}"')
                 keep_git = bool(keep if keep is not None else inst.keep_git_dir)
                 actions.append(CopyAction(
-                    source=self._git_source(d, loc, src, git, keep_git, checksum or ref_sum),
+                    source=self._git_source(d, loc, src, git, keep_git,
+                                            str(checksum or ref_sum or "")),
                     sources=("/",), dest=dest, chown=chown, chmod=chmod,
                     allow_wildcard=False, allow_empty_wildcard=False,
                     exclude=tuple(inst.exclude), dest_is_dir=True, link=link))

@@ -31,6 +31,7 @@ import bz2
 import contextlib
 import errno
 import fnmatch
+import functools
 import lzma
 import os
 import re
@@ -485,7 +486,7 @@ def untar(archive: str, dest: str, owner: tuple[int, int] | None) -> None:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
                                  os.O_CLOEXEC, 0o600)
                     try:
-                        reader.copy_data(lambda mv, fd=fd: _write_all(fd, mv))
+                        reader.copy_data(functools.partial(_write_all, fd))
                     finally:
                         os.close(fd)
                 elif kind == tf.SYMLINK:

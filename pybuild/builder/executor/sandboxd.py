@@ -195,7 +195,7 @@ def op_apply(req: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(req["blob"], "rb") as raw:
             hashing = _HashingReader(raw)
-            stream = decompressed(io.BufferedReader(hashing, 1 << 20))  # type: ignore[arg-type]
+            stream = decompressed(io.BufferedReader(hashing, 1 << 20))
             try:
                 apply_layer(stream, tmp, overlay_format=True)
             except Exception as exc:
