@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -297,8 +297,6 @@ async def build_async(req: BuildRequest, stores: Stores,
     data, df_path = _read_dockerfile(req)
     ignore_patterns, ignore_name = _read_ignore(req.context, df_path)
     platforms = _parse_platforms(req.platform)
-    fes = [_compile_memoized(stores, data, df_path, req, p, tuple(ignore_patterns))
-           for p in platforms]
     roots = stores.roots
     idmap = idmap_mod.detect()
     if idmap.warning:
@@ -320,21 +318,26 @@ async def build_async(req: BuildRequest, stores: Stores,
                     await sb.request("rm", paths=stale)
 
             async with LazySandbox(idmap, clean_leftovers) as sandbox:
-                opts = SolverOptions(
-                    root=roots.root, workdir=workdir, snapshots=roots.snapshots,
-                    # Layers are stored uncompressed; exports compress them (lazily, once).
-                    runtime=runtime, idmap=idmap, compression="none",
-                    max_parallelism=req.max_parallelism or default_parallelism(),
-                    no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
-                    cache_root=str(roots.cache_mounts),
-                    secrets=req.secrets, ssh=req.ssh,
-                )
-                # One solver per platform, all at once: their steps share the sandbox, the
-                # cache and the RUN bound (each solver has its own semaphore, though).
-                solvers = [Solver(fe.definition, store=stores.content, cache=cache,
-                                  sandbox=sandbox, context=context, events=events, opts=opts)
-                           for fe in fes]
                 try:
+                    # A Dockerfile the frontend has not seen is likely to run steps: boot the
+                    # sandbox daemon now, so its start-up overlaps with the compilation.
+                    fes = [_compile_memoized(stores, data, df_path, req, p, tuple(ignore_patterns),
+                                             on_miss=sandbox.start_soon)
+                           for p in platforms]
+                    opts = SolverOptions(
+                        root=roots.root, workdir=workdir, snapshots=roots.snapshots,
+                        # Layers are stored uncompressed; exports compress them (lazily, once).
+                        runtime=runtime, idmap=idmap, compression="none",
+                        max_parallelism=req.max_parallelism or default_parallelism(),
+                        no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
+                        cache_root=str(roots.cache_mounts),
+                        secrets=req.secrets, ssh=req.ssh,
+                    )
+                    # One solver per platform, all at once: their steps share the sandbox, the
+                    # cache and the RUN bound (each solver has its own semaphore, though).
+                    solvers = [Solver(fe.definition, store=stores.content, cache=cache,
+                                      sandbox=sandbox, context=context, events=events, opts=opts)
+                               for fe in fes]
                     solved_all = await asyncio.gather(*(s.solve() for s in solvers))
                 finally:
                     if sandbox.started:
@@ -406,7 +409,8 @@ class _Compiled(NamedTuple):
 
 
 def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildRequest,
-                      platform: Platform | None, ignore: tuple[str, ...]) -> Any:
+                      platform: Platform | None, ignore: tuple[str, ...],
+                      on_miss: Callable[[], None] | None = None) -> Any:
     """The frontend is a pure function of its inputs and of the image store's names, so its
     result is memoized: a no-op rebuild then skips parsing, expansion and their imports."""
     import hashlib
@@ -430,6 +434,8 @@ def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildReque
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
             ValueError, TypeError):
         pass
+    if on_miss is not None:
+        on_miss()
     from pybuild.frontend.convert import FrontendOptions, NamedContext, compile_dockerfile
 
     named = []

@@ -341,6 +341,11 @@ class LazySandbox:
             await self._on_start(sb)
         return sb
 
+    def start_soon(self) -> None:
+        """Begin starting the daemon now (it is needed soon); requests then wait for it."""
+        if self._sandbox is None and self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+
     async def request(self, op: str, *, on_log: LogSink | None = None,
                       **params: Any) -> dict[str, Any]:
         if self._sandbox is None:
