@@ -40,7 +40,8 @@ def test_reference_parsing_and_normalisation(text: str, full: str, familiar: str
     assert ref.familiar == familiar
 
 
-@pytest.mark.parametrize("bad", ["", "Upper", "docker.io/Upper/case", "a:b:c", "x@sha256:abc", "a//b", " spaced"])
+@pytest.mark.parametrize("bad", ["", "Upper", "docker.io/Upper/case", "a:b:c", "x@sha256:abc",
+                                 "a//b", " spaced"])
 def test_bad_references_are_user_errors(bad: str) -> None:
     with pytest.raises(UserError):
         Reference.parse(bad)
