@@ -186,6 +186,7 @@ class BuildResult:
     config_digest: Digest
     tags: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
+    layer_seconds: dict[str, float] = field(default_factory=dict)
     misses: dict[str, str] = field(default_factory=dict)
 
 
@@ -359,7 +360,8 @@ async def build_async(req: BuildRequest, stores: Stores,
         manifest_desc = _make_index(stores.content, [d for d, _ in images])
     result = BuildResult(manifest=manifest_desc, config=config,
                          config_digest=Digest.from_bytes(config.encode()),
-                         executed=executed, misses=misses)
+                         executed=executed, misses=misses,
+                         layer_seconds={k: v for s in solvers for k, v in s.layer_seconds.items()})
     created = config.created or _rfc3339(time.time())
     for tag in req.tags:
         ref = Reference.parse(tag)

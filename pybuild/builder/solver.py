@@ -130,7 +130,9 @@ class Solver:
         self._snapshot_locks: dict[str, asyncio.Lock] = {}
         self._run_sem = asyncio.Semaphore(opts.max_parallelism)
         self._io_sem = asyncio.Semaphore(max(2, opts.max_parallelism))
-        self.executed: list[str] = []  # descriptions of ops that ran (tests assert on it)
+        self.executed: list[str] = []
+        # RUN step name -> seconds to diff and store its layer
+        self.layer_seconds: dict[str, float] = {}
         self.misses: dict[str, str] = {}
 
     # -- public -------------------------------------------------------------------------
@@ -432,11 +434,21 @@ class Solver:
             "commit", step_dir=step_dir, out=out, compression=self.opts.compression,
             snapshot_dir=str(self.opts.snapshots), mtime=self.opts.source_date_epoch,
             lowers=lowers)
+        return await self._layer_from_commit(res, out, base)
+
+    async def _layer_from_commit(self, res: dict[str, Any], out: str, base: Solved,
+                                 name: str = "") -> Solved:
+        """Publish a committed layer blob in the content store; base + the new layer (or
+        an empty-layer marker). Records how long producing the layer took."""
         now = time.time()
         if res["empty"]:
             os.unlink(out)
             return Solved(layers=(*base.layers, None), created=now)
+        start = time.monotonic()
         digest = await asyncio.to_thread(self.store.ingest_file, Path(out), Digest(res["digest"]))
+        if name:
+            self.layer_seconds[name] = float(res.get("seconds", 0.0)) + (time.monotonic()
+                                                                          - start)
         layer = LayerRef(digest=digest, diff_id=Digest(res["diff_id"]),
                          size=int(res["compressed_size"]), media_type=res["media_type"])
         return Solved(layers=(*base.layers, layer), created=now)
@@ -507,16 +519,7 @@ class Solver:
             raise StepFailedError(
                 f"process {_argv_text(op.args)} did not complete successfully: exit code: "
                 f"{code}", output="".join(output), step_exit_code=code)
-        commit = res["commit"]
-        now = time.time()
-        if commit["empty"]:
-            os.unlink(out)
-            return Solved(layers=(*base.layers, None), created=now)
-        layer_digest = await asyncio.to_thread(self.store.ingest_file, Path(out),
-                                               Digest(commit["digest"]))
-        layer = LayerRef(digest=layer_digest, diff_id=Digest(commit["diff_id"]),
-                         size=int(commit["compressed_size"]), media_type=commit["media_type"])
-        return Solved(layers=(*base.layers, layer), created=now)
+        return await self._layer_from_commit(res["commit"], out, base, name)
 
     async def _mount_spec(self, m: Any, by_op: dict[Digest, Solved]) -> dict[str, Any] | None:
         """The sandbox's view of one RUN mount; None for an absent optional secret."""
