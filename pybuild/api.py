@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -263,6 +262,20 @@ def _stale_build_dirs(roots: Roots) -> list[str]:
     return out
 
 
+def _check_traversable(path: Path) -> None:
+    """A root build's steps run as a shifted, unprivileged id: it must reach the root."""
+    import stat as stat_mod
+
+    for parent in [*reversed(path.parents), path]:
+        mode = parent.stat().st_mode
+        if not mode & stat_mod.S_IXOTH:
+            raise UserError(
+                f"the pybuild root {path.parent} is under {parent}, which other users cannot "
+                "enter; builds run by root execute their steps as an unprivileged id",
+                hint="use a root such as /var/lib/pybuild (the default), or "
+                     f"`chmod o+x {parent}`")
+
+
 def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int, int],
                           events: EventSink) -> None:
     """Dirs the namespace writes to are owned by its root; a changed id map retires the
@@ -283,6 +296,8 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
         d.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             os.chown(d, *outside_root)
+    if os.geteuid() == 0 and outside_root[0] != 0:
+        _check_traversable(sandbox)
     marker.write_text(idmap_key)
 
 
@@ -546,19 +561,6 @@ def _align_history(history: list[History], layers: tuple[object, ...],
                              comment=h.comment, empty_layer=h.empty_layer)
     del base_len
     return out
-
-
-def prune_stale(stores: Stores) -> None:
-    """Remove leftovers that need no namespace (ingest temp files)."""
-    stores.content.clean_ingest()
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def image_digest(stores: Stores, ref: str) -> Digest:
-    return stores.images.get(ref).descriptor.digest
 
 
 def _compressed(stores: Stores, desc: Descriptor, kind: str | None) -> Descriptor:

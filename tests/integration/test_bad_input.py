@@ -96,3 +96,19 @@ def test_corrupt_blob_is_named_and_store_stays_usable(fresh_root: Path, tmp_path
     _no_traceback(r.err)
     listing = run_pybuild(fresh_root, "images")
     assert listing.code == 0 and "busybox:latest" in listing.out
+
+
+def test_root_under_a_private_directory_is_refused_clearly(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("only builds run by root shift their steps to another id")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    ctx = _ctx(tmp_path, "FROM scratch\nENV A=1\n")
+    r = run_pybuild(private / "root", "build", str(ctx))
+    assert r.code == 1
+    assert "other users cannot enter" in r.err and str(private) in r.err
+    _no_traceback(r.err)
