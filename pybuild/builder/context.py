@@ -279,17 +279,24 @@ class BuildContext:
             h.update(line.encode("utf-8", "surrogateescape") + b"\n")
         return "sha256:" + h.hexdigest()
 
-    def write_tar(self, entries: list[ContextEntry], out: BinaryIO) -> None:
-        """The selected entries as a tar rooted at the context root, owned by 0:0."""
+    def write_tar(self, entries: list[ContextEntry], out: BinaryIO,
+                  strip_prefix: str = "") -> None:
+        """The selected entries as a tar rooted at the context root (or, with
+        `strip_prefix`, at that directory: its own entry is left out), owned by 0:0."""
         from pybuild.layers.tarwriter import LayerWriter
 
         writer = LayerWriter(out)
         for e in entries:
+            rel = e.rel
+            if strip_prefix:
+                if not rel.startswith(strip_prefix + "/"):
+                    continue
+                rel = rel[len(strip_prefix) + 1:]
             st = e.st
             zeroed = SimpleNamespace(
                 st_mode=st.st_mode, st_ino=st.st_ino, st_dev=st.st_dev, st_nlink=st.st_nlink,
                 st_uid=0, st_gid=0, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
                 st_rdev=st.st_rdev,
             )
-            writer.add_path(e.rel, e.path, zeroed)  # type: ignore[arg-type]
+            writer.add_path(rel, e.path, zeroed)  # type: ignore[arg-type]
         writer.close()

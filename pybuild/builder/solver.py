@@ -643,8 +643,14 @@ class Solver:
                     ctx = self._context_for(action.source)
                     if i in selections and ctx is not None:
                         tar_path = str(self.opts.workdir / f"ctx-{uuid.uuid4().hex}.tar")
+                        prefix = _direct_copy_prefix(ctx, action, chown)
+                        if prefix is not None:
+                            # One directory's contents, no owner/mode rewriting: the tar is
+                            # rooted at it and may be extracted straight onto the rootfs.
+                            spec["sources"], spec["dest_is_dir"], spec["direct"] = (
+                                ["/"], True, True)
                         await asyncio.to_thread(_write_context_tar, ctx, selections[i],
-                                                tar_path)
+                                                tar_path, prefix or "")
                         spec["src_tar"] = tar_path
                         spec["exclude"] = []  # already applied when selecting
                     else:
@@ -665,9 +671,31 @@ def _file_digests(ctx: BuildContext, entries: list[ContextEntry]) -> dict[str, s
     return {e.rel: ctx.digest([e]) for e in entries}
 
 
-def _write_context_tar(ctx: BuildContext, entries: list[ContextEntry], path: str) -> None:
+def _write_context_tar(ctx: BuildContext, entries: list[ContextEntry], path: str,
+                       strip_prefix: str = "") -> None:
     with open(path, "wb") as f:
-        ctx.write_tar(entries, f)
+        ctx.write_tar(entries, f, strip_prefix)
+
+
+def _direct_copy_prefix(ctx: BuildContext, action: CopyAction,
+                        chown: list[str] | None) -> str | None:
+    """For `COPY dir/ /dest/`-style actions (one plain directory source, no --chown,
+    --chmod, --parents or unpacking): the source's path in the context, "" for the root;
+    None when the general copy must run."""
+    import re
+
+    if (len(action.sources) != 1 or chown or action.chmod or action.include_patterns
+            or action.required_paths or action.unpack):
+        return None
+    src = action.sources[0].strip("/")
+    if re.search(r"[*?\[\\]", src) or ".." in src.split("/"):
+        return None
+    src = os.path.normpath(src) if src else ""
+    src = "" if src == "." else src
+    if src and (os.path.islink(os.path.join(ctx.root, src))
+                or not os.path.isdir(os.path.join(ctx.root, src))):
+        return None
+    return src
 
 
 def _hash(value: Any) -> str:

@@ -51,7 +51,7 @@ from typing import Any
 
 # Everything the daemon uses is imported now, before it enters its user namespace: the
 # namespace's root may not be allowed to read the Python installation (e.g. under /root).
-from pybuild.builder.executor.fileops import apply_actions
+from pybuild.builder.executor.fileops import _mkdirs, apply_actions
 from pybuild.builder.executor.spec import DEFAULT_HOSTNAME, SpecMount, StepSpec, make_config
 from pybuild.builder.executor.users import resolve_in_root, resolve_user
 from pybuild.builder.snapshot.mounts import ENV_VAR as SNAPSHOTTER_ENV
@@ -796,7 +796,9 @@ def op_fileop(req: dict[str, Any]) -> dict[str, Any]:
             if action["kind"] == "copy":
                 src = os.path.join(step_dir, f"src{i}")
                 os.makedirs(src)
-                if action.get("src_tar"):
+                if action.get("direct"):
+                    pass  # decided once the rootfs is mounted (see _apply_in_order)
+                elif action.get("src_tar"):
                     with open_layer_stream(action["src_tar"]) as stream:
                         apply_layer(stream, src, overlay_format=False)
                 elif action.get("src_lowers"):
@@ -808,12 +810,34 @@ def op_fileop(req: dict[str, Any]) -> dict[str, Any]:
                 action["src_root"] = src
             actions.append(action)
         with _Overlay(step_dir, req["lowers"]) as ov:
-            apply_actions(ov.merged, actions)
+            _apply_in_order(ov.merged, actions)
     finally:
         for src in sources:
             with contextlib.suppress(OSError):
                 umount(src)
     return _take_notice({})
+
+
+def _apply_in_order(root: str, actions: list[dict[str, Any]]) -> None:
+    """Apply the actions in order. A `direct` context copy whose destination does not exist
+    yet is extracted straight onto the rootfs (no staging copy: the big-context case);
+    otherwise its tar is staged and copied with the general rules."""
+    for action in actions:
+        if action.get("direct"):
+            dest = action["dest"]
+            real = resolve_in_root(root, dest)
+            if not os.path.lexists(real):
+                parent = _mkdirs(root, os.path.dirname(dest.rstrip("/")) or "/", 0o755, None)
+                target = os.path.join(parent, os.path.basename(dest.rstrip("/")))
+                os.mkdir(target, 0o755)
+                with open_layer_stream(action["src_tar"]) as stream:
+                    apply_layer(stream, target, overlay_format=False)
+                os.chmod(target, 0o755)
+                os.lchown(target, 0, 0)
+                continue
+            with open_layer_stream(action["src_tar"]) as stream:
+                apply_layer(stream, action["src_root"], overlay_format=False)
+        apply_actions(root, [action])
 
 
 def op_commit(req: dict[str, Any]) -> dict[str, Any]:
