@@ -11,6 +11,7 @@ descriptor's digest and size before the blob is published in the store.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -221,15 +222,7 @@ def _unnamed(descriptor: Descriptor) -> Descriptor:
         for k, v in descriptor.annotations
         if k not in (ANNOTATION_REF_NAME, ANNOTATION_IMAGE_NAME)
     )
-    return Descriptor(
-        media_type=descriptor.media_type,
-        digest=descriptor.digest,
-        size=descriptor.size,
-        platform=descriptor.platform,
-        annotations=kept,
-        urls=descriptor.urls,
-        artifact_type=descriptor.artifact_type,
-    )
+    return dataclasses.replace(descriptor, annotations=kept)
 
 
 def layout_file_bytes() -> bytes:
@@ -439,18 +432,8 @@ def _drain(reader: VerifyingReader) -> None:
 
 
 def _atomic_write(target: Path, fill: Callable[[IO[bytes]], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with open_archive_dest(target) as f:
+        fill(f)
 
 
 class OCILayoutExporter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pybuild.digest import Digest
@@ -69,26 +69,10 @@ class Descriptor:
     def with_annotations(self, **extra: str) -> Descriptor:
         merged = dict(self.annotations)
         merged.update(extra)
-        return Descriptor(
-            media_type=self.media_type,
-            digest=self.digest,
-            size=self.size,
-            platform=self.platform,
-            annotations=tuple(sorted(merged.items())),
-            urls=self.urls,
-            artifact_type=self.artifact_type,
-        )
+        return replace(self, annotations=tuple(sorted(merged.items())))
 
     def with_platform(self, platform: Platform | None) -> Descriptor:
-        return Descriptor(
-            media_type=self.media_type,
-            digest=self.digest,
-            size=self.size,
-            platform=platform,
-            annotations=self.annotations,
-            urls=self.urls,
-            artifact_type=self.artifact_type,
-        )
+        return replace(self, platform=platform)
 
 
 def verify_blob(data: bytes, expected: Descriptor | Digest, *, what: str = "blob") -> None:

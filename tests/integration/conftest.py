@@ -102,6 +102,28 @@ def tool(name: str) -> str:
     return require_tool(name)
 
 
+@pytest.fixture
+def trav() -> Iterator[Path]:
+    """A scratch dir every user can traverse (a root build's steps run as a mapped id)."""
+    d = traversable_dir("pybuild-scratch-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def umoci_rootfs(root: Path, image: str, tmp: Path, user: str | None = None) -> Path:
+    """Export `image` as an OCI layout and unpack it with umoci, an independent reader;
+    returns the rootfs directory."""
+    umoci = tool("umoci")
+    layout = tmp / "umoci-layout"
+    r = run_pybuild(root, "export", image, "-o", f"type=oci,dest={layout},tar=false",
+                    user=user)
+    assert r.code == 0, r.err
+    bundle = tmp / "bundle"
+    subprocess.run([umoci, "unpack", "--image", f"{layout}:{image.split(':')[1]}",
+                    str(bundle)], check=True, capture_output=True)
+    return bundle / "rootfs"
+
+
 def copy_example(name: str, dest: Path) -> Path:
     src = REPO / "examples" / name
     shutil.copytree(src, dest)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, tool, traversable_dir
+from tests.integration.conftest import run_pybuild, tool, traversable_dir, umoci_rootfs
 from tests.integration.test_executor_support import image_layers, write_context
 
 USER = "pbtester"
@@ -79,18 +79,6 @@ def _check(layers: list[dict], umoci_rootfs: Path | None) -> None:
         assert os.getxattr(umoci_rootfs / "ping", "security.capability") == CAP_NET_RAW_V2
 
 
-def _umoci_unpack(root: Path, image: str, tmp: Path, user: str | None = None) -> Path:
-    umoci = tool("umoci")
-    layout = tmp / "umoci-layout"
-    r = run_pybuild(root, "export", image, "-o", f"type=oci,dest={layout},tar=false",
-                    user=user)
-    assert r.code == 0, r.err
-    bundle = tmp / "bundle"
-    subprocess.run([umoci, "unpack", "--image", f"{layout}:{image.split(':')[1]}",
-                    str(bundle)], check=True, capture_output=True)
-    return bundle / "rootfs"
-
-
 def test_layer_contents_as_root(fresh_root: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("runs as root (the rootless variant is the next test)")
@@ -99,7 +87,7 @@ def test_layer_contents_as_root(fresh_root: Path, tmp_path: Path) -> None:
     r = run_pybuild(fresh_root, "build", "--progress", "plain", "-t", "layers:1", str(ctx))
     assert r.code == 0, r.err
     _check(image_layers(fresh_root, "layers:1", tmp_path),
-           _umoci_unpack(fresh_root, "layers:1", tmp_path))
+           umoci_rootfs(fresh_root, "layers:1", tmp_path))
 
 
 def test_layer_contents_as_unprivileged_user(base_layout: Path, tmp_path: Path) -> None:

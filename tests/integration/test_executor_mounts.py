@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.integration.conftest import PybuildRunner, run_pybuild, traversable_dir
+from tests.integration.conftest import PybuildRunner, run_pybuild
 from tests.integration.test_executor_support import (
     api_build,
     image_layers,
@@ -19,13 +15,6 @@ from tests.integration.test_executor_support import (
 )
 
 SECRET = "s3cr3t-" + os.urandom(8).hex()
-
-
-@pytest.fixture
-def trav() -> Iterator[Path]:
-    d = traversable_dir("pybuild-secret-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _secret_file(d: Path) -> Path:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, tool, traversable_dir
+from tests.integration.conftest import run_pybuild, tool
 from tests.integration.test_executor_support import last_layer, write_context
 
 FAKE_RUNTIME = """#!/bin/sh
@@ -43,14 +41,6 @@ def test_each_runtime_runs_steps(runtime: str, fresh_root: Path, tmp_path: Path)
     assert files["which"].data == f"{runtime}\n".encode()
     # A pinned runtime is not probed or remembered.
     assert not (fresh_root / "sandbox" / "runtime.json").exists()
-
-
-@pytest.fixture
-def trav() -> Iterator[Path]:
-    """A traversable scratch dir: a root build's sandbox runs tools as a mapped id."""
-    d = traversable_dir("pybuild-fakebin-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _fake_bin(tmp: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, tool
+from tests.integration.conftest import run_pybuild, tool, umoci_rootfs
 
 USER = "pbtester"
 
@@ -31,17 +31,6 @@ def _require_user() -> pwd.struct_passwd:
         if os.environ.get("CI") == "true":
             pytest.fail(f"test user {USER} is missing: scripts/setup.sh creates it")
         pytest.skip(f"test user {USER} does not exist (run scripts/setup.sh as root)")
-
-
-def _layer_files(root: Path, image: str, tmp: Path) -> Path:
-    umoci = tool("umoci")
-    layout = tmp / "layout"
-    r = run_pybuild(root, "export", image, "-o", f"type=oci,dest={layout},tar=false")
-    assert r.code == 0, r.err
-    bundle = tmp / "bundle"
-    subprocess.run([umoci, "unpack", "--image", f"{layout}:{image.split(':')[1]}",
-                    str(bundle)], check=True, capture_output=True)
-    return bundle / "rootfs"
 
 
 def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path: Path) -> None:
@@ -71,7 +60,7 @@ def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path
         for p in root.rglob("*"):
             st = p.lstat()
             assert st.st_uid != 0, f"{p} is owned by host root"
-        files = _layer_files(root, "rootless:1", tmp_path)
+        files = umoci_rootfs(root, "rootless:1", tmp_path)
         assert (files / "uid").read_text().strip() == "0"
         uidmap = (files / "uidmap").read_text().split()
         assert uidmap[:3] == ["0", "0", "1"]  # container root = the sandbox's root
@@ -93,7 +82,7 @@ def test_root_build_runs_steps_in_a_user_namespace(pybuild, tmp_path: Path,
         "FROM busybox\nRUN cat /proc/self/uid_map > /map && touch /made-by-root\n")
     r = pybuild("build", "-t", "rootmap:1", str(ctx))
     assert r.code == 0, r.err
-    files = _layer_files(shared_root, "rootmap:1", tmp_path)
+    files = umoci_rootfs(shared_root, "rootmap:1", tmp_path)
     inner = (files / "map").read_text().split()
     assert inner[:3] == ["0", "0", "1"]
     # The sandbox namespace itself maps root elsewhere: its snapshot dirs are not host root's.
