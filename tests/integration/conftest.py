@@ -124,6 +124,22 @@ def umoci_rootfs(root: Path, image: str, tmp: Path, user: str | None = None) -> 
     return bundle / "rootfs"
 
 
+def rootless_root(work: Path, user: str, base_layout: Path) -> Path:
+    """Hand `work` (contexts already written into it) to `user`, and give the user a pybuild
+    root under it with the busybox base loaded by the user's own `pybuild load`."""
+    import pwd
+
+    layout = work / "base"
+    shutil.copytree(base_layout, layout)
+    pw = pwd.getpwnam(user)
+    for p in [work, *work.rglob("*")]:
+        os.lchown(p, pw.pw_uid, pw.pw_gid)
+    root = work / "root"
+    r = run_pybuild(root, "load", "-i", str(layout), "-t", "busybox:latest", user=user)
+    assert r.code == 0, r.err
+    return root
+
+
 def copy_example(name: str, dest: Path) -> Path:
     src = REPO / "examples" / name
     shutil.copytree(src, dest)

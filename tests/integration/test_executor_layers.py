@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, tool, traversable_dir, umoci_rootfs
+from tests.integration.conftest import (
+    rootless_root,
+    run_pybuild,
+    tool,
+    traversable_dir,
+    umoci_rootfs,
+)
 from tests.integration.test_executor_support import image_layers, write_context
 
 USER = "pbtester"
@@ -94,7 +100,7 @@ def test_layer_contents_as_unprivileged_user(base_layout: Path, tmp_path: Path) 
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to the test user")
     try:
-        user = pwd.getpwnam(USER)
+        pwd.getpwnam(USER)  # the test user must exist
     except KeyError:
         from tests.tooling import missing
 
@@ -102,17 +108,11 @@ def test_layer_contents_as_unprivileged_user(base_layout: Path, tmp_path: Path) 
     tool("newuidmap")
     work = traversable_dir("pybuild-layers-")
     try:
-        layout = work / "base"
-        shutil.copytree(base_layout, layout)
         ctx = write_context(work / "ctx", DOCKERFILE)
         _tools(ctx)
         out = work / "out"
         out.mkdir()
-        for p in [work, *work.rglob("*")]:
-            os.lchown(p, user.pw_uid, user.pw_gid)
-        root = work / "root"
-        r = run_pybuild(root, "load", "-i", str(layout), "-t", "busybox:latest", user=USER)
-        assert r.code == 0, r.err
+        root = rootless_root(work, USER, base_layout)
         r = run_pybuild(root, "build", "--progress", "plain", "-t", "layers:1", str(ctx),
                         user=USER)
         assert r.code == 0, r.err

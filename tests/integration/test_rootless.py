@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, tool, umoci_rootfs
+from tests.integration.conftest import rootless_root, run_pybuild, tool, umoci_rootfs
 
 USER = "pbtester"
 
@@ -34,7 +34,7 @@ def _require_user() -> pwd.struct_passwd:
 
 
 def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path: Path) -> None:
-    user = _require_user()
+    _require_user()
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to the test user")
     tool("newuidmap")
@@ -42,16 +42,10 @@ def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(mode=0o755)
     try:
-        layout = work / "base"
-        shutil.copytree(base_layout, layout)
         ctx = work / "ctx"
         ctx.mkdir()
         (ctx / "Dockerfile").write_text(DOCKERFILE)
-        for p in [work, *work.rglob("*")]:
-            os.lchown(p, user.pw_uid, user.pw_gid)
-        root = work / "root"
-        load = run_pybuild(root, "load", "-i", str(layout), "-t", "busybox:latest", user=USER)
-        assert load.code == 0, load.err
+        root = rootless_root(work, USER, base_layout)
         r = run_pybuild(root, "build", "-t", "rootless:1", "--progress", "plain", str(ctx),
                         user=USER)
         assert r.code == 0, r.err
