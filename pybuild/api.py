@@ -50,7 +50,7 @@ class Roots:
 
     @property
     def stat_cache(self) -> Path:
-        return self.root / "cache" / "statcache.json"
+        return self.root / "cache" / "statcache.bin"
 
     @property
     def sandbox(self) -> Path:

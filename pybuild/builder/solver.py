@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from pybuild.llb import (
     OpMetadata,
     SourceOp,
 )
+from pybuild.oci import mediatypes
 from pybuild.oci.descriptor import Descriptor
 
 KEY_SCHEME = "pybuild-cache-v1"
@@ -126,6 +128,7 @@ class Solver:
         self.events = events
         self._named: dict[Digest, BuildContext] = {}
         self._fetched: dict[Digest, BuildContext] = {}  # ADD <url> / <git>: downloaded dirs
+        self._prewritten: dict[Digest, Solved] = {}  # context COPY layers written before keys
         self._tasks: dict[Digest, asyncio.Task[tuple[str, Solved]]] = {}
         self._snapshot_locks: dict[str, asyncio.Lock] = {}
         self._run_sem = asyncio.Semaphore(opts.max_parallelism)
@@ -323,7 +326,8 @@ class Solver:
     # -- cache --------------------------------------------------------------------------
 
     async def _cache_parts(
-        self, op: ExecOp | FileOp, inputs: list[tuple[str, Solved]]
+        self, op: ExecOp | FileOp, inputs: list[tuple[str, Solved]],
+        selected: dict[int, list[ContextEntry]],
     ) -> tuple[dict[str, Any], dict[int, list[ContextEntry]]]:
         parts: dict[str, Any] = {"inputs": [k for k, _ in inputs]}
         selections: dict[int, list[ContextEntry]] = {}
@@ -334,7 +338,9 @@ class Solver:
                     continue
                 ctx = self._context_for(action.source)
                 if ctx is not None:
-                    entries = await asyncio.to_thread(self._select, ctx, action)
+                    entries = selected.get(i)
+                    if entries is None:
+                        entries = await asyncio.to_thread(self._select, ctx, action)
                     selections[i] = entries
                     files[str(i)] = await asyncio.to_thread(ctx.digest, entries)
                     if len(entries) <= 2000:
@@ -365,7 +371,8 @@ class Solver:
     async def _cached_or_run(self, digest: Digest, op: ExecOp | FileOp, meta: OpMetadata,
                              name: str, inputs: list[tuple[str, Solved]]) -> tuple[str, Solved]:
         try:
-            parts, selections = await self._cache_parts(op, inputs)
+            selected = await self._prewrite_context_layer(digest, op, inputs)
+            parts, selections = await self._cache_parts(op, inputs, selected)
         except PybuildError as exc:
             raise _located(exc, meta) from None
         parts["op"] = str(digest)
@@ -618,6 +625,11 @@ class Solver:
                     selections: dict[int, list[ContextEntry]]) -> Solved:
         by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
         base = by_op[op.base.op] if op.base is not None else Solved(layers=())
+        direct = self._prewritten.pop(digest, None)
+        if direct is None and 0 in selections:
+            direct = await self._context_layer(op, base, selections[0])
+        if direct is not None:
+            return direct
         lowers = await self._ensure_snapshots(base)
         step_dir = self._step_dir(digest)
         actions: list[dict[str, Any]] = []
@@ -664,7 +676,82 @@ class Solver:
         return await self._commit(step_dir, base, lowers)
 
 
+    def _context_layer_action(self, op: ExecOp | FileOp) -> tuple[
+            CopyAction, BuildContext, str, str] | None:
+        """(action, context, source dir in the context, destination) of a FileOp that is
+        one `COPY dir/ /dest/` from a context; None for anything else."""
+        if (not isinstance(op, FileOp) or len(op.actions) != 1
+                or self.opts.compression != "none"):
+            return None
+        action = op.actions[0]
+        if not isinstance(action, CopyAction) or action.chown:
+            return None
+        ctx = self._context_for(action.source)
+        if ctx is None:
+            return None
+        prefix = _direct_copy_prefix(ctx, action, None)
+        dest = os.path.normpath("/" + action.dest.strip("/"))
+        if prefix is None or dest == "/":
+            return None
+        return action, ctx, prefix, dest
+
+    async def _context_layer(self, op: FileOp, base: Solved, entries: list[ContextEntry],
+                             stat_cache: StatCache | None = None) -> Solved | None:
+        """`COPY dir/ /dest/` from the context into a destination the base does not have:
+        write the layer straight from the context (see context_layer); None when the
+        general way must run."""
+        from pybuild.builder import context_layer
+
+        found = self._context_layer_action(op)
+        if found is None:
+            return None
+        _, _, prefix, dest = found
+        ordered = context_layer.layout(entries, prefix)
+        if ordered is None:
+            return None
+        lowers = await self._ensure_snapshots(base)
+        probe = await self.sandbox.request("probe_path", lowers=lowers, path=dest)
+        chain: list[dict[str, Any]] = probe["chain"]
+        if (not probe["missing"] or len(chain) != dest.count("/") - 1
+                or not all(stat.S_ISDIR(m["mode"]) for m in chain)):
+            return None  # the destination exists, or a parent is missing or a symlink
+        layer = await asyncio.to_thread(context_layer.write_context_layer, self.store,
+                                        ordered, dest, chain, self.opts.source_date_epoch,
+                                        stat_cache)
+        ref = LayerRef(digest=layer.digest, diff_id=layer.digest, size=layer.size,
+                       media_type=mediatypes.OCI_LAYER)
+        return Solved(layers=(*base.layers, ref), created=time.time())
+
+    async def _prewrite_context_layer(self, digest: Digest, op: ExecOp | FileOp,
+                                      inputs: list[tuple[str, Solved]]) -> dict[
+            int, list[ContextEntry]]:
+        """A context COPY whose files the stat cache does not know (a first build, a fresh
+        clone) would read every file twice: once for its cache key, once for its layer.
+        Write the layer first, recording the digests in the stat cache on the way, so the
+        key costs nothing; the layer is used if the key misses (it almost always does:
+        the files were never seen). Returns the selection made, by action index."""
+        found = self._context_layer_action(op)
+        if found is None or not isinstance(op, FileOp):
+            return {}
+        action, ctx, _, _ = found
+        entries = await asyncio.to_thread(self._select, ctx, action)
+        # A sample is enough to tell a cold stat cache from a warm one.
+        sample = [e for e in entries[::max(1, len(entries) // 64)]
+                  if stat.S_ISREG(e.st.st_mode)]
+        unknown = sum(1 for e in sample if not ctx.stat_cache.known(e.path, e.st))
+        if len(entries) >= _PREWRITE_MIN_FILES and unknown * 2 > len(sample):
+            by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
+            base = by_op[op.base.op] if op.base is not None else Solved(layers=())
+            solved = await self._context_layer(op, base, entries, ctx.stat_cache)
+            if solved is not None:
+                self._prewritten[digest] = solved
+        return {0: entries}
+
+
 # --- helpers ---------------------------------------------------------------------------
+
+# Below this many files a context COPY is cheap to read twice; above it, reading once pays.
+_PREWRITE_MIN_FILES = 64
 
 
 def _file_digests(ctx: BuildContext, entries: list[ContextEntry]) -> dict[str, str]:

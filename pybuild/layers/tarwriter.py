@@ -203,6 +203,8 @@ class LayerWriter:
         )
         self._pending += data
         self._pad(len(data))
+        if len(self._pending) >= _FLUSH_AT:
+            self._flush()
 
     def add_dir(
         self, arcname: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int = 0

@@ -52,6 +52,7 @@ from typing import Any
 # Everything the daemon uses is imported now, before it enters its user namespace: the
 # namespace's root may not be allowed to read the Python installation (e.g. under /root).
 from pybuild.builder.executor.fileops import _mkdirs, apply_actions
+from pybuild.builder.executor.lowers import probe_path
 from pybuild.builder.executor.spec import DEFAULT_HOSTNAME, SpecMount, StepSpec, make_config
 from pybuild.builder.executor.users import resolve_in_root, resolve_user
 from pybuild.builder.snapshot.mounts import ENV_VAR as SNAPSHOTTER_ENV
@@ -905,6 +906,11 @@ def _strip_overlay_xattrs(root: str, lowers: list[str] | None = None) -> None:
                     os.setxattr(name, "user.overlay.opaque", b"y", follow_symlinks=False)
 
 
+def op_probe_path(req: dict[str, Any]) -> dict[str, Any]:
+    """What the lowers hold along a path (the context-layer shortcut's question)."""
+    return probe_path(req["lowers"], req["path"])
+
+
 OPS = {
     "ping": op_ping,
     "apply": op_apply,
@@ -914,6 +920,7 @@ OPS = {
     "commit": op_commit,
     "cancel": op_cancel,
     "probe_runtime": op_probe_runtime,
+    "probe_path": op_probe_path,
 }
 
 
