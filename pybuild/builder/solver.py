@@ -360,9 +360,19 @@ class Solver:
     @staticmethod
     def _select(ctx: BuildContext, action: CopyAction) -> list[ContextEntry]:
         if action.include_patterns or action.required_paths:
-            return ctx.select_parents(action.sources, action.include_patterns,
-                                      action.required_paths, action.exclude)
-        return ctx.select(action.sources, action.exclude)
+            entries = ctx.select_parents(action.sources, action.include_patterns,
+                                         action.required_paths, action.exclude)
+        else:
+            entries = ctx.select(action.sources, action.exclude)
+        for e in entries:
+            if e.rel.rpartition("/")[2].startswith(".wh."):
+                # A layer cannot hold such a file: every reader takes it for a whiteout.
+                raise UserError(
+                    f"{e.rel}: a file named .wh.* cannot be copied into an image (OCI "
+                    "layers use that name to mark deleted files)",
+                    code="copy-whiteout-name",
+                    hint="rename it, or leave it out with .dockerignore or --exclude")
+        return entries
 
     def _is_context(self, inp: Input) -> bool:
         op = self.defn.ops[inp.op]

@@ -85,8 +85,9 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class _Applier:
-    def __init__(self, dest: str, overlay: bool, opaque_xattr: str) -> None:
+    def __init__(self, dest: str, overlay: bool, opaque_xattr: str, whiteouts: bool) -> None:
         self.dest = os.fsencode(os.path.realpath(dest))
+        self.whiteouts = whiteouts
         if not stat.S_ISDIR(os.lstat(self.dest).st_mode):
             raise LayerError(f"{dest}: not a directory")
         self.overlay = overlay
@@ -206,7 +207,7 @@ class _Applier:
                 self.dirs[self.dest] = (e.mode, e.mtime)
             return
         base = parts[-1]
-        if base.startswith(_WH):
+        if base.startswith(_WH) and self.whiteouts:
             self._whiteout(parts[:-1], base)
             return
         parent = self._resolve(parts[:-1], create=True)
@@ -405,9 +406,12 @@ def apply_layer(
     *,
     overlay_format: bool = True,
     opaque_xattr: str = OPAQUE_XATTR,
+    whiteouts: bool = True,
 ) -> ApplyStats:
-    """Extract a layer (plain, gzip or zstd; sniffed by magic bytes) into `dest`."""
-    applier = _Applier(dest, overlay_format, opaque_xattr)
+    """Extract a layer (plain, gzip or zstd; sniffed by magic bytes) into `dest`.
+    With `whiteouts=False` the tar is a plain archive (build-context files): a file
+    named `.wh.x` is just a file."""
+    applier = _Applier(dest, overlay_format, opaque_xattr, whiteouts)
     reader = TarReader(decompressed(tar_stream))
     return applier.run(reader)
 

@@ -112,3 +112,21 @@ def test_root_under_a_private_directory_is_refused_clearly(tmp_path: Path) -> No
     assert r.code == 1
     assert "other users cannot enter" in r.err and str(private) in r.err
     _no_traceback(r.err)
+
+
+def test_copy_of_a_whiteout_named_file_is_refused(fresh_root: Path, tmp_path: Path) -> None:
+    # A layer cannot hold a file named .wh.*: readers take it for a deletion marker.
+    ctx = _ctx(tmp_path, "FROM busybox\nCOPY dir /d\n")
+    (ctx / "dir").mkdir()
+    (ctx / "dir" / "keep").write_text("k")
+    (ctx / "dir" / ".wh.keep").write_text("w")
+    r = run_pybuild(fresh_root, "build", str(ctx))
+    assert r.code == 1
+    assert "Dockerfile:2" in r.err and "COPY" in r.err and "dir/.wh.keep" in r.err
+    _no_traceback(r.err)
+    # A bind mount is no layer: there both files are plain files.
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN --mount=type=bind,source=dir,target=/m "
+        "test -f /m/keep && test -f /m/.wh.keep\n")
+    r = run_pybuild(fresh_root, "build", str(ctx))
+    assert r.code == 0, r.err

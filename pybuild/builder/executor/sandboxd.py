@@ -570,7 +570,7 @@ def _resolve_mounts(step_dir: str, private: str, req: dict[str, Any],
             mnt = os.path.join(step_dir, f"mnt{i}")
             os.makedirs(mnt)
             with open_layer_stream(m["src_tar"]) as stream:
-                apply_layer(stream, mnt, overlay_format=False)
+                apply_layer(stream, mnt, overlay_format=False, whiteouts=False)
             source = os.path.join(mnt, m.get("selector", "/").lstrip("/"))
         elif m.get("src_lowers") is not None and kind == "bind":
             mnt = _mount_overlay_source(step_dir, i, m["src_lowers"], m.get("readonly", True))
@@ -801,7 +801,7 @@ def op_fileop(req: dict[str, Any]) -> dict[str, Any]:
                     pass  # decided once the rootfs is mounted (see _apply_in_order)
                 elif action.get("src_tar"):
                     with open_layer_stream(action["src_tar"]) as stream:
-                        apply_layer(stream, src, overlay_format=False)
+                        apply_layer(stream, src, overlay_format=False, whiteouts=False)
                 elif action.get("src_lowers"):
                     empty = os.path.join(step_dir, "empty")
                     os.makedirs(empty, exist_ok=True)
@@ -832,12 +832,12 @@ def _apply_in_order(root: str, actions: list[dict[str, Any]]) -> None:
                 target = os.path.join(parent, os.path.basename(dest.rstrip("/")))
                 os.mkdir(target, 0o755)
                 with open_layer_stream(action["src_tar"]) as stream:
-                    apply_layer(stream, target, overlay_format=False)
+                    apply_layer(stream, target, overlay_format=False, whiteouts=False)
                 os.chmod(target, 0o755)
                 os.lchown(target, 0, 0)
                 continue
             with open_layer_stream(action["src_tar"]) as stream:
-                apply_layer(stream, action["src_root"], overlay_format=False)
+                apply_layer(stream, action["src_root"], overlay_format=False, whiteouts=False)
         apply_actions(root, [action])
 
 
