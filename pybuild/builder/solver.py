@@ -329,7 +329,8 @@ class Solver:
         self, op: ExecOp | FileOp, inputs: list[tuple[str, Solved]],
         selected: dict[int, list[ContextEntry]],
     ) -> tuple[dict[str, Any], dict[int, list[ContextEntry]]]:
-        parts: dict[str, Any] = {"inputs": [k for k, _ in inputs]}
+        parts: dict[str, Any] = {"inputs": [k for k, _ in inputs],
+                                 "input_names": [self._input_label(i) for i in op.inputs()]}
         selections: dict[int, list[ContextEntry]] = {}
         if isinstance(op, FileOp):
             files: dict[str, str] = {}
@@ -356,6 +357,23 @@ class Solver:
                     parts.setdefault("files", {})[m.target] = await asyncio.to_thread(
                         ctx.digest, entries)
         return parts, selections
+
+    def _input_label(self, inp: Input) -> str:
+        """How a miss explanation names an input: the step that made it, or the source."""
+        op = self.defn.ops[inp.op]
+        if isinstance(op, SourceOp):
+            from pybuild.builder.sources import redact
+
+            ident = op.identifier
+            if ident.startswith(("http://", "https://")):
+                return f"the download {redact(ident)}"
+            if ident.startswith("git://"):
+                url = dict(op.attrs).get("git.fullurl", ident)
+                return f"the git checkout of {redact(url)}"
+            if ident.startswith("docker-image://"):
+                return f"the base image {ident.removeprefix('docker-image://')}"
+            return ident
+        return self._meta(inp.op).description or "an earlier step"
 
     @staticmethod
     def _select(ctx: BuildContext, action: CopyAction) -> list[ContextEntry]:
@@ -817,6 +835,11 @@ def explain_miss(previous: CacheRecord | None, parts: dict[str, Any], meta: OpMe
         return "first build of this step"
     old = previous.parts
     if old.get("inputs") != parts.get("inputs") and old.get("op") == parts.get("op"):
+        names = parts.get("input_names") or []
+        pairs = zip(old.get("inputs", []), parts.get("inputs", []), strict=False)
+        changed = [names[i] for i, (a, b) in enumerate(pairs) if a != b and i < len(names)]
+        if changed and old.get("input_names") == names:
+            return "changed input: " + ", ".join(dict.fromkeys(changed))
         return "an earlier step or the base image changed"
     old_files, new_files = old.get("file_list", {}), parts.get("file_list", {})
     if old.get("files") != parts.get("files"):

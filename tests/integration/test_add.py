@@ -289,6 +289,11 @@ ADD {u}/ /unnamed/
     assert any("etag/e.txt /etag/" in s for s in started), started
     assert not any("hello.txt /dl/" in s for s in started), started
     assert (out / "etag/e.txt").read_text() == "etag v2\n"
+    # The miss names the download that changed.
+    misses = {e["name"]: e["reason"] for e in map(json.loads, r.out.splitlines())
+              if e.get("type") == "VertexMiss"}
+    reason = next(v for k, v in misses.items() if "etag/e.txt /etag/" in k)
+    assert reason == f"changed input: the download {u}/etag/e.txt", reason
 
 
 def test_add_url_errors(pybuild: PybuildRunner, server: _Server, tmp_path: Path) -> None:

@@ -82,6 +82,9 @@ def test_one_changed_file_reruns_only_its_dependents(fresh_root: Path, tmp_path:
     assert names[3] == 'RUN echo "plain" > /flavor'
     reason = next(r for n, r in _misses(out).items() if "COPY b.txt" in n)
     assert "b.txt (modified)" in reason
+    # Downstream steps name the step whose result changed under them.
+    downstream = next(r for n, r in _misses(out).items() if "RUN cat /b.txt" in n)
+    assert downstream == "changed input: [app 4/7] COPY b.txt /b.txt", downstream
 
 
 def test_touching_mtimes_reruns_nothing(fresh_root: Path, tmp_path: Path) -> None:
