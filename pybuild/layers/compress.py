@@ -19,7 +19,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -28,7 +28,7 @@ import zstandard
 from pybuild.digest import Digest
 from pybuild.layers.diff import write_diff_from_upper, write_tree
 from pybuild.layers.errors import LayerError
-from pybuild.layers.hashsink import ThreadedHashWriter
+from pybuild.layers.hashsink import FileHashWriter, ThreadedHashWriter, plain_file_fd
 from pybuild.oci import mediatypes
 
 Compression = Literal["gzip", "zstd", "none"]
@@ -81,7 +81,13 @@ class _Gzip:
 
 
 class CompressingWriter:
-    """A write-only sink: hashes what it is given, compresses it, writes and hashes the result."""
+    """A write-only sink: hashes what it is given, compresses it, writes and hashes the result.
+
+    Uncompressed into a regular file open for reading and writing ("w+b"), the sink writes
+    through the descriptor with a FileHashWriter: big file contents are copied in-kernel
+    (`copy_fd`, used by LayerWriter) and hashed from the file on a worker thread, and the
+    file object's offset is at the end after `finish`.
+    """
 
     def __init__(self, dst: BinaryIO, kind: Compression, *, level: int | None = None) -> None:
         if kind not in MEDIA_TYPES:
@@ -95,6 +101,12 @@ class CompressingWriter:
         # Compressed bytes are hashed and written on a worker thread; a plain
         # tar is its own blob, so it is hashed once and written directly.
         self._out = ThreadedHashWriter(dst) if kind != "none" else None
+        self._file: FileHashWriter | None = None
+        if kind == "none":
+            fd = plain_file_fd(dst)
+            if fd is not None:
+                dst.flush()
+                self._file = FileHashWriter(fd)
         self._c: _Gzip | zstandard.ZstdCompressionObj | None
         if kind == "gzip":
             self._c = _Gzip(GZIP_DEFAULT_LEVEL if level is None else level)
@@ -111,7 +123,14 @@ class CompressingWriter:
     def writable(self) -> bool:
         return True
 
+    @property
+    def copy_fd(self) -> Callable[[int, int], int] | None:
+        """In-kernel copy of a file into a plain blob file (see LayerWriter)."""
+        return self._file.copy_fd if self._file is not None else None
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._file is not None:
+            return self._file.write(data)
         n = len(data)
         self._usha.update(data)
         self._usize += n
@@ -125,6 +144,9 @@ class CompressingWriter:
 
     def finish(self) -> tuple[str, int, str, int]:
         """Flush the compressor; (diff_id hex, size, digest hex, compressed size)."""
+        if self._file is not None:
+            digest, size = self._file.close()
+            return digest, size, digest, size
         diff_id = self._usha.hexdigest()
         if self._c is None or self._out is None:
             return diff_id, self._usize, diff_id, self._usize
@@ -140,6 +162,8 @@ class CompressingWriter:
 
     def abort(self) -> None:
         """Stop the worker thread after a failure; the output is unusable."""
+        if self._file is not None:
+            self._file.abort()
         if self._out is not None and not self._closed:
             self._closed = True
             self._digest = ""
@@ -195,7 +219,8 @@ def write_diff_compressed(
     lower_dirs: Sequence[str] = (),
 ) -> LayerResult:
     """Diff an upper dir straight into a compressed blob file, no temporary tar."""
-    with open(dst_path, "wb") as dst:
+    # "w+b": a plain blob is hashed back from the file (see CompressingWriter).
+    with open(dst_path, "w+b") as dst:
         sink = CompressingWriter(dst, kind, level=level)
         try:
             write_diff_from_upper(upper, sink, mtime=mtime, lower_dirs=lower_dirs)  # type: ignore[arg-type]
@@ -214,7 +239,8 @@ def write_tree_compressed(
     mtime: int | None = None,
 ) -> LayerResult:
     """A full layer of a plain directory straight into a compressed blob file."""
-    with open(dst_path, "wb") as dst:
+    # "w+b": a plain blob is hashed back from the file (see CompressingWriter).
+    with open(dst_path, "w+b") as dst:
         sink = CompressingWriter(dst, kind, level=level)
         try:
             write_tree(root, sink, mtime=mtime)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from pybuild.layers import tarformat as tf
@@ -104,10 +104,16 @@ def _arcname(arcname: str, is_dir: bool) -> bytes:
 
 
 class LayerWriter:
-    """Writes tar entries to `out`. `out.write` must not keep the buffer it is given."""
+    """Writes tar entries to `out`. `out.write` must not keep the buffer it is given.
+
+    If `out` has a `copy_fd(fd, size) -> int` (appends up to `size` bytes of the file
+    open at `fd` from its offset 0, returns how many), big file contents go through it
+    instead of being read into Python (FileHashWriter copies them in-kernel).
+    """
 
     def __init__(self, out: BinaryIO, *, mtime: int | None = None) -> None:
         self._out = out
+        self._copy_fd: Callable[[int, int], int] | None = getattr(out, "copy_fd", None)
         self._epoch = mtime
         self._pending = bytearray()
         self._links: dict[tuple[int, int], bytes] = {}
@@ -337,6 +343,10 @@ class LayerWriter:
                         raise LayerError(f"{os.fsdecode(path)}: file shrank while being archived")
                     data += more
                 self._pending += data
+            elif self._copy_fd is not None:
+                self._flush()
+                if self._copy_fd(fd, size) != size:
+                    raise LayerError(f"{os.fsdecode(path)}: file shrank while being archived")
             else:
                 self._flush()
                 view = self._view
