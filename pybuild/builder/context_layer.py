@@ -13,12 +13,15 @@ produces. The snapshot is left to be unpacked only if a later step needs it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +30,7 @@ from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import UserError
 from pybuild.layers import xattrs as xa
+from pybuild.layers.compress import CompressingWriter
 from pybuild.layers.tarwriter import LayerWriter
 
 _IN_MEMORY = 8 << 20  # bigger files are streamed (and hashed for the cache separately)
@@ -104,35 +108,54 @@ def write_context_layer(store: ContentStore, ordered: list[tuple[str, ContextEnt
     recorded in it."""
     now_ns = time.time_ns()
     names = [p for p in dest.split("/") if p]
-    with store.writer() as blob:
-        writer = LayerWriter(blob, mtime=epoch)  # type: ignore[arg-type]
-        for depth, meta in enumerate(parents):
-            last = depth == len(parents) - 1
-            parent_st = SimpleNamespace(
-                st_mode=meta["mode"], st_uid=meta["uid"], st_gid=meta["gid"], st_size=0,
-                st_nlink=1, st_ino=0, st_dev=0, st_rdev=0,
-                st_mtime_ns=now_ns if last else meta["mtime_ns"])
-            xattrs = {k: bytes.fromhex(v) for k, v in meta["xattrs"].items()}
-            writer.add_path("/".join(names[:depth + 1]), b"", parent_st,  # type: ignore[arg-type]
-                            xattrs=xattrs)
-        top = "/".join(names)
-        writer.add_path(top, b"", SimpleNamespace(  # type: ignore[arg-type]
-            st_mode=stat.S_IFDIR | 0o755, st_uid=0, st_gid=0, st_size=0, st_nlink=1,
-            st_ino=0, st_dev=0, st_rdev=0, st_mtime_ns=now_ns), xattrs={})
-        for rel, e in ordered:
-            st = e.st
-            if (stat_cache is None or not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
-                    or st.st_size > _IN_MEMORY):
-                writer.add_path(f"{top}/{rel}", e.path, _zeroed(st))
-                continue
-            # Read once: the content goes into the layer and its digest into the stat
-            # cache, so the cache key that follows does not read the file again.
-            data = _read(e.path, st.st_size)
-            stat_cache.record(e.path, st, hashlib.sha256(data).hexdigest())
-            writer.add_bytes(f"{top}/{rel}", data, mode=st.st_mode, uid=0, gid=0,
-                             mtime=st.st_mtime_ns // 1_000_000_000,
-                             xattrs=xa.read_content(e.path))
-        writer.close()
-        size = blob.size
-        digest = blob.commit()
-    return ContextLayer(digest=digest, size=size)
+    fd, tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="ctx-layer-")
+    os.close(fd)
+    try:
+        # "w+b" and a plain sink: big files are copied in-kernel and the blob is hashed
+        # back from the file, with windowed writeback (see layers/hashsink.py).
+        with open(tmp, "w+b") as out:
+            sink = CompressingWriter(out, "none")
+            try:
+                _write_entries(LayerWriter(sink, mtime=epoch),  # type: ignore[arg-type]
+                               names, ordered, parents, now_ns, stat_cache)
+            except BaseException:
+                sink.abort()
+                raise
+            result = sink.result()
+        digest = store.ingest_file(Path(tmp), result.digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return ContextLayer(digest=digest, size=result.size)
+
+
+def _write_entries(writer: LayerWriter, names: list[str],
+                   ordered: list[tuple[str, ContextEntry]], parents: list[dict[str, Any]],
+                   now_ns: int, stat_cache: StatCache | None) -> None:
+    for depth, meta in enumerate(parents):
+        last = depth == len(parents) - 1
+        parent_st = SimpleNamespace(
+            st_mode=meta["mode"], st_uid=meta["uid"], st_gid=meta["gid"], st_size=0,
+            st_nlink=1, st_ino=0, st_dev=0, st_rdev=0,
+            st_mtime_ns=now_ns if last else meta["mtime_ns"])
+        xattrs = {k: bytes.fromhex(v) for k, v in meta["xattrs"].items()}
+        writer.add_path("/".join(names[:depth + 1]), b"", parent_st,  # type: ignore[arg-type]
+                        xattrs=xattrs)
+    top = "/".join(names)
+    writer.add_path(top, b"", SimpleNamespace(  # type: ignore[arg-type]
+        st_mode=stat.S_IFDIR | 0o755, st_uid=0, st_gid=0, st_size=0, st_nlink=1,
+        st_ino=0, st_dev=0, st_rdev=0, st_mtime_ns=now_ns), xattrs={})
+    for rel, e in ordered:
+        st = e.st
+        if (stat_cache is None or not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
+                or st.st_size > _IN_MEMORY):
+            writer.add_path(f"{top}/{rel}", e.path, _zeroed(st))
+            continue
+        # Read once: the content goes into the layer and its digest into the stat
+        # cache, so the cache key that follows does not read the file again.
+        data = _read(e.path, st.st_size)
+        stat_cache.record(e.path, st, hashlib.sha256(data).hexdigest())
+        writer.add_bytes(f"{top}/{rel}", data, mode=st.st_mode, uid=0, gid=0,
+                         mtime=st.st_mtime_ns // 1_000_000_000,
+                         xattrs=xa.read_content(e.path))
+    writer.close()
