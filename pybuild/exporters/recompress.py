@@ -26,6 +26,11 @@ KINDS = ("gzip", "zstd", "uncompressed")
 _OCI_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "uncompressed": mt.OCI_LAYER}
 
 
+# A kind's output format version: blobs memoized under an older format are not reused,
+# so the same layers compress to the same bytes on every machine.
+_FORMATS = {"gzip": "gzip/blocks-128k"}
+
+
 class _Memo:
     """(uncompressed digest, kind) -> compressed digest, in a small JSON file."""
 
@@ -36,11 +41,14 @@ class _Memo:
             with contextlib.suppress(OSError, ValueError):
                 self.data = json.loads(path.read_text())
 
+    def _key(self, diff_id: str, kind: str) -> str:
+        return f"{diff_id}|{_FORMATS.get(kind, kind)}"
+
     def get(self, diff_id: str, kind: str) -> str | None:
-        return self.data.get(f"{diff_id}|{kind}")
+        return self.data.get(self._key(diff_id, kind))
 
     def put(self, diff_id: str, kind: str, digest: str) -> None:
-        self.data[f"{diff_id}|{kind}"] = digest
+        self.data[self._key(diff_id, kind)] = digest
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
