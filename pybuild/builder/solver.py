@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.builder.context import BuildContext, ContextEntry, StatCache
 from pybuild.builder.events import (
     EventSink,
+    Notice,
     VertexCached,
     VertexDone,
     VertexFailed,
@@ -49,6 +50,9 @@ from pybuild.llb import (
 )
 from pybuild.oci import mediatypes
 from pybuild.oci.descriptor import Descriptor
+
+if TYPE_CHECKING:
+    from pybuild.cache.remote import ImportedCache
 
 KEY_SCHEME = "pybuild-cache-v1"
 CONTEXT_SOURCE = "local://context"
@@ -113,6 +117,7 @@ class SolverOptions:
     # --secret: (id, "file" | "env", path or variable name); --ssh: (id, socket or "")
     secrets: tuple[tuple[str, str, str], ...] = ()
     ssh: tuple[tuple[str, str], ...] = ()
+    imported_cache: ImportedCache | None = None  # --cache-from records
 
 
 class Solver:
@@ -137,6 +142,7 @@ class Solver:
         # RUN step name -> seconds to diff and store its layer
         self.layer_seconds: dict[str, float] = {}
         self.misses: dict[str, str] = {}
+        self.keys: dict[Digest, str] = {}  # cache key of every RUN/COPY-like op solved
 
     # -- public -------------------------------------------------------------------------
 
@@ -151,6 +157,22 @@ class Solver:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             raise
         return result
+
+    def export_keys(self, mode: str) -> list[str]:
+        """The cache keys `--cache-to` exports: with mode=min those of the steps whose
+        layers are in the result (the output's rootfs chain), with max every step's."""
+        if mode == "max":
+            return list(self.keys.values())
+        out: list[str] = []
+        digest = self.defn.output.op if self.defn.output is not None else None
+        while digest is not None:
+            op = self.defn.ops[digest]
+            if digest in self.keys:
+                out.append(self.keys[digest])
+            parent = (op.rootfs if isinstance(op, ExecOp) else
+                      op.base if isinstance(op, FileOp) else None)
+            digest = parent.op if parent is not None else None
+        return out
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -407,11 +429,30 @@ class Solver:
         key = _hash([KEY_SCHEME, str(digest), parts["inputs"], parts.get("files", {})])
         step = f"{meta.filename}|{meta.stage}|{meta.description.split('] ', 1)[0]}"
         ignore = self.opts.no_cache or meta.ignore_cache
+        self.keys[digest] = key
         record = None if ignore else self.cache.get(key)
         if record is not None:
             solved = Solved.from_json(record.result)
             if all(self.store.has(x.digest) for x in solved.real_layers):
                 self.cache.touch(key)
+                self.events(VertexCached(digest=str(digest), name=name))
+                return key, solved
+        imported = None if ignore or self.opts.imported_cache is None else (
+            self.opts.imported_cache.get(key))
+        if imported is not None:
+            # --cache-from has it: fetch its layers, keep the record locally.
+            try:
+                await asyncio.to_thread(self.opts.imported_cache.fetch,  # type: ignore[union-attr]
+                                        self.store, imported)
+            except (PybuildError, OSError) as exc:
+                why = exc.message if isinstance(exc, PybuildError) else str(exc)
+                self.events(Notice(f"{name}: cached result from {imported['source']} "
+                                   f"unusable ({why}); running the step", level="warning"))
+            else:
+                solved = Solved.from_json(imported["result"])
+                self.cache.put(key, step=step, parts=parts, result=solved.to_json(),
+                               size=sum(x.size for x in solved.real_layers[-1:]),
+                               description=name, created=solved.created)
                 self.events(VertexCached(digest=str(digest), name=name))
                 return key, solved
         reason = ("--no-cache" if ignore else
@@ -493,8 +534,6 @@ class Solver:
     async def _exec(self, digest: Digest, op: ExecOp, meta: OpMetadata, name: str,
                     inputs: list[tuple[str, Solved]]) -> Solved:
         import contextlib
-
-        from pybuild.builder.events import Notice
 
         by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
         base = by_op[op.rootfs.op] if op.rootfs is not None else Solved(layers=())

@@ -87,6 +87,14 @@ def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Me
     return Descriptor(media_type=_OCI_TYPES[kind], digest=digest, size=size)
 
 
+def compress_layer(store: ContentStore, layer: Descriptor, kind: str,
+                   memo_path: Path | None = None) -> Descriptor:
+    """One layer compressed as `kind` (memoized); a compressed layer stays as it is."""
+    if kind not in KINDS:
+        raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
+    return _compress_layer(store, layer, kind, _Memo(memo_path))
+
+
 def compress_image(store: ContentStore, desc: Descriptor, kind: str,
                    memo_path: Path | None = None) -> Descriptor:
     """The same image with its uncompressed layers compressed as `kind`; a new manifest

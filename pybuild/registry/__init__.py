@@ -28,7 +28,7 @@ from pybuild.registry.errors import (
     RegistryTLSError,
     RegistryUnreachableError,
 )
-from pybuild.registry.pull import ProgressCallback, TransferEvent, pull, resolve
+from pybuild.registry.pull import ProgressCallback, TransferEvent, pull, pull_blobs, resolve
 from pybuild.registry.push import push
 
 T = TypeVar("T")
@@ -50,6 +50,8 @@ __all__ = [
     "load_credentials",
     "parse_www_authenticate",
     "pull",
+    "pull_blobs",
+    "pull_blobs_sync",
     "pull_sync",
     "push",
     "push_sync",
@@ -91,6 +93,11 @@ def pull_sync(ref: Reference | str, store: ContentStore, *,
               options: RegistryOptions | None = None,
               progress: ProgressCallback | None = None) -> Descriptor:
     return run_sync(pull(ref, store, platforms=platforms, options=options, progress=progress))
+
+
+def pull_blobs_sync(ref: Reference | str, blobs: Sequence[Descriptor], store: ContentStore,
+                    *, options: RegistryOptions | None = None) -> None:
+    run_sync(pull_blobs(ref, blobs, store, options=options))
 
 
 def push_sync(store: ContentStore, descriptor: Descriptor, ref: Reference | str, *,

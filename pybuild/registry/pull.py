@@ -338,3 +338,14 @@ async def pull(
         await run_all([puller.blob(b) for b in blobs])
         puller.publish()
     return top
+
+
+async def pull_blobs(ref: Reference | str, blobs: Sequence[Descriptor], store: ContentStore,
+                     *, options: RegistryOptions | None = None) -> None:
+    """Fetch these blobs of `ref`'s repository into `store` (verified; those already there
+    are not downloaded again). For artifacts whose blobs are wanted one by one, such as a
+    build cache's layers."""
+    reference = as_reference(ref)
+    async with RegistryClient(reference.domain, options) as client:
+        puller = _Puller(client, reference.path, store, None)
+        await run_all([puller.blob(b) for b in blobs])
