@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
+# Module-level imports stay light: a build starts its sandbox daemon before it loads the
+# builder, the frontend or asyncio (see `build`).
 import contextlib
 import fcntl
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pybuild.builder.events import EventSink, Notice, discard
-from pybuild.content.images import ImageStore
 from pybuild.content.paths import default_root
-from pybuild.content.store import ContentStore
-from pybuild.content.walk import read_config, read_manifest, resolve_platform
-from pybuild.digest import Digest
 from pybuild.errors import NotFoundError, UserError
-from pybuild.oci import mediatypes as mt
-from pybuild.oci.config import History, ImageConfig
-from pybuild.oci.descriptor import Descriptor, Manifest
-from pybuild.oci.platform import Platform
-from pybuild.oci.reference import Reference
 
 if TYPE_CHECKING:
+    from pybuild.builder.executor.daemon import DaemonProcess
+    from pybuild.builder.executor.idmap import IdMap
+    from pybuild.content.images import ImageStore
+    from pybuild.content.store import ContentStore
+    from pybuild.digest import Digest
+    from pybuild.oci.config import History, ImageConfig
+    from pybuild.oci.descriptor import Descriptor, Manifest
+    from pybuild.oci.platform import Platform
+    from pybuild.oci.reference import Reference
     from pybuild.registry import RegistryOptions
 
 
@@ -71,27 +72,51 @@ class Roots:
 
 
 class Stores:
-    """The content store and image store of one pybuild root."""
+    """The content store and image store of one pybuild root (each opened on first use:
+    a build reads neither before it has started its sandbox daemon)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.roots = Roots(root or default_root())
         self.roots.root.mkdir(parents=True, exist_ok=True)
-        self.content = ContentStore(self.roots.content)
-        self.images = ImageStore(self.roots.images)
+        self._content: ContentStore | None = None
+        self._images: ImageStore | None = None
+
+    @property
+    def content(self) -> ContentStore:
+        if self._content is None:
+            from pybuild.content.store import ContentStore
+
+            self._content = ContentStore(self.roots.content)
+        return self._content
+
+    @property
+    def images(self) -> ImageStore:
+        if self._images is None:
+            from pybuild.content.images import ImageStore
+
+            self._images = ImageStore(self.roots.images)
+        return self._images
 
 
 class LocalResolver:
     """Base images come from the local image store; missing ones are pulled from their
-    registry (unless pulling is off), and `oci-layout://` references are imported."""
+    registry (unless pulling is off), and `oci-layout://` references are imported.
+    `resolved`: each name answered from the store (or pulled into it) -> its digest there.
+    `on_image(manifest, config)`: called with each image resolved from the store."""
 
     def __init__(self, stores: Stores, registry: RegistryOptions | None = None,
-                 pull: bool = True) -> None:
+                 pull: bool = True,
+                 on_image: Callable[[Manifest, ImageConfig], None] | None = None) -> None:
         self.stores = stores
         self.registry = registry
         self.pull = pull
+        self.resolved: dict[str, str] = {}
+        self.on_image = on_image
 
     def resolve(self, ref: str, platform: Platform) -> Any:
+        from pybuild.content.walk import read_config, read_manifest, resolve_platform
         from pybuild.frontend.convert import ResolvedImage
+        from pybuild.oci.reference import Reference
 
         if ref.startswith("oci-layout://"):
             return self._resolve_layout(ref, platform)
@@ -104,9 +129,12 @@ class LocalResolver:
             desc = record.descriptor
         else:
             desc = self._pull(reference, platform)
+        self.resolved[ref] = str(desc.digest)
         desc = resolve_platform(self.stores.content, desc, platform, name=reference.familiar)
         manifest = read_manifest(self.stores.content, desc)
         config = read_config(self.stores.content, manifest)
+        if self.on_image is not None:
+            self.on_image(manifest, config)
         name = reference.repository if reference.digest else str(
             reference.with_tag(reference.tag or "latest"))
         return ResolvedImage(name=name, digest=desc.digest, config=config)
@@ -120,6 +148,7 @@ class LocalResolver:
         )
         if not self.pull:
             raise not_here
+        _asyncio_tls()
         from pybuild.registry import RegistryError, pull_sync
         from pybuild.registry.errors import RegistryUnreachableError
 
@@ -135,6 +164,7 @@ class LocalResolver:
         return desc
 
     def _resolve_layout(self, ref: str, platform: Platform) -> Any:
+        from pybuild.content.walk import read_config, read_manifest, resolve_platform
         from pybuild.exporters.oci_layout import read_oci_layout
         from pybuild.frontend.convert import ResolvedImage
 
@@ -176,6 +206,9 @@ class BuildRequest:
     named_contexts: tuple[tuple[str, str], ...] = ()
     registry: RegistryOptions | None = None  # credentials/TLS for pulls and pushes
     pull: bool = True  # fetch base images missing from the store from their registry
+    # --cache-from / --cache-to, as given (type=local,src=DIR | type=registry,ref=REF | REF)
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -223,6 +256,8 @@ def _read_ignore(context: str, dockerfile_path: str) -> tuple[list[str], str]:
 @contextlib.contextmanager
 def _build_dir(roots: Roots) -> Iterator[Path]:
     """This build's scratch dir, held by an flock so a later start knows it is alive."""
+    import uuid
+
     roots.tmp.mkdir(parents=True, exist_ok=True)
     path = roots.tmp / f"build-{uuid.uuid4().hex[:12]}"
     path.mkdir()
@@ -280,6 +315,8 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
                           events: EventSink) -> None:
     """Dirs the namespace writes to are owned by its root; a changed id map retires the
     snapshots made under the old one (they are only unpacked copies of blobs)."""
+    import uuid
+
     sandbox = roots.sandbox
     marker = sandbox / "idmap"
     if sandbox.is_dir():
@@ -301,29 +338,146 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
     marker.write_text(idmap_key)
 
 
-async def build_async(req: BuildRequest, stores: Stores,
-                      events: EventSink = discard) -> BuildResult:
-    from pybuild.builder.context import BuildContext, StatCache
+@dataclass(slots=True)
+class _Prepared:
+    """What a build works out before its event loop starts: first what it reads, enough
+    to tell whether it will probably run steps (and so start the sandbox daemon at once);
+    then the frontend's results."""
+
+    data: bytes
+    df_path: str
+    ignore_patterns: list[str]
+    ignore_name: str
+    platforms: list[Platform | None]
+    memos: list[Path]  # the frontend's memo file, per platform
+    idmap: IdMap
+    likely_runs: bool
+    daemon: DaemonProcess | None = None
+    fes: list[Any] = field(default_factory=list)
+
+    def start_daemon(self) -> None:
+        """Start the sandbox daemon (the build will probably need it). A failure to start
+        it shows when it is needed."""
+        if self.daemon is None:
+            from pybuild.builder.executor.daemon import DaemonProcess
+
+            try:
+                self.daemon = DaemonProcess()
+            except OSError:
+                return
+        self.daemon.handshake(self.idmap)
+
+
+def _ran_marker(memo: Path) -> Path:
+    """Present when the last build of this frontend result ran steps."""
+    return memo.with_name(memo.name + ".ran")
+
+
+def _plan(req: BuildRequest, stores: Stores) -> _Prepared:
+    """Read the build's inputs. It will probably run steps (and need the sandbox) after a
+    Dockerfile (or arguments, base images...) the frontend has not seen, or in an edit
+    loop (the last build from the same frontend result ran steps); a repeated no-op
+    rebuild needs no sandbox."""
     from pybuild.builder.executor import idmap as idmap_mod
-    from pybuild.builder.executor.client import LazySandbox, find_runtime
-    from pybuild.builder.solver import Solver, SolverOptions
-    from pybuild.cache.store import CacheStore
-    from pybuild.frontend.dockerignore import PatternMatcher
 
     data, df_path = _read_dockerfile(req)
     ignore_patterns, ignore_name = _read_ignore(req.context, df_path)
     platforms = _parse_platforms(req.platform)
-    roots = stores.roots
-    idmap = idmap_mod.detect()
+    memos = [_memo_path(stores, data, df_path, req, p, tuple(ignore_patterns))
+             for p in platforms]
+    likely = (req.no_cache or bool(req.no_cache_filter) or _ran_marker(memos[0]).exists()
+              or not all(m.exists() for m in memos))
+    return _Prepared(data=data, df_path=df_path, ignore_patterns=ignore_patterns,
+                     ignore_name=ignore_name, platforms=platforms, memos=memos,
+                     idmap=idmap_mod.detect(), likely_runs=likely)
+
+
+def _frontend(req: BuildRequest, stores: Stores, events: EventSink, prep: _Prepared) -> None:
+    """The sandbox's dirs, then the frontend. A Dockerfile it has not seen starts the
+    daemon (if `build` has not); the base images it resolves are unpacked into snapshots
+    by the daemon meanwhile (see `_prefetcher`)."""
+    idmap = prep.idmap
     if idmap.warning:
         events(Notice(idmap.warning, level="warning"))
     outside = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
-    _prepare_sandbox_dirs(roots, idmap.key, outside, events)
+    _prepare_sandbox_dirs(stores.roots, idmap.key, outside, events)
+    if prep.daemon is not None:
+        # The daemon picks its snapshotter first thing (in the build namespace's scratch
+        # area), before the base image arrives to unpack.
+        prep.daemon.prefetch("probe_snapshotter", dir=str(stores.roots.tmp))
+    prep.fes = [_compile_memoized(stores, memo, prep.data, prep.df_path, req, p,
+                                  tuple(prep.ignore_patterns), on_miss=prep.start_daemon,
+                                  on_image=_prefetcher(stores, prep))
+                for p, memo in zip(prep.platforms, prep.memos, strict=True)]
+
+
+def _prefetcher(stores: Stores, prep: _Prepared) -> Callable[[Any, Any], None]:
+    """For the resolver: have the daemon unpack a resolved image's layers into snapshots
+    (as the solver names them) as soon as it is up, while the frontend and the builder's
+    imports go on; the solver's own request then gets that result."""
+
+    requested: set[Path] = set()  # every stage resolves its base anew
+
+    def on_image(manifest: Any, config: Any) -> None:
+        if prep.daemon is None:
+            return
+        for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=False):
+            # Named as solver.LayerRef.snapshot_name names it (not imported: loading the
+            # builder here would hold the request back ~30 ms). Were they to differ, the
+            # solver would just unpack its own.
+            dest = stores.roots.snapshots / diff_id.hex[:24]
+            if dest in requested or dest.is_dir() or not stores.content.has(desc.digest):
+                continue
+            requested.add(dest)
+            prep.daemon.prefetch("apply", blob=str(stores.content.blob_path(desc.digest)),
+                                 dest=str(dest), digest=str(desc.digest))
+
+    return on_image
+
+
+async def build_async(req: BuildRequest, stores: Stores, events: EventSink = discard, *,
+                      prepared: _Prepared | None = None) -> BuildResult:
+    """`prepared`: what `build` did before its event loop started (reading the inputs,
+    starting the sandbox daemon, the frontend); done here if not given."""
+    import asyncio
+
+    if prepared is None:
+        prep = _plan(req, stores)
+        if prep.likely_runs:
+            prep.start_daemon()
+    else:
+        prep = prepared
+    try:
+        if prepared is None:
+            _frontend(req, stores, events, prep)
+        return await _solve(req, stores, events, prep)
+    finally:
+        if prep.daemon is not None:  # a no-op once its sandbox has closed it
+            await asyncio.to_thread(prep.daemon.discard)
+
+
+async def _solve(req: BuildRequest, stores: Stores, events: EventSink,
+                 prep: _Prepared) -> BuildResult:
+    import asyncio
+
+    from pybuild.builder.context import BuildContext, StatCache
+    from pybuild.builder.executor.client import LazySandbox, find_runtime
+    from pybuild.builder.solver import Solver, SolverOptions
+    from pybuild.cache.store import CacheStore
+    from pybuild.digest import Digest
+    from pybuild.frontend.dockerignore import PatternMatcher
+
+    roots = stores.roots
+    idmap = prep.idmap
+    outside = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
     runtime = find_runtime(req.runtime)
     cache = CacheStore(roots.cache_db)
     stat_cache = StatCache(roots.stat_cache)
-    context = BuildContext(req.context, PatternMatcher(ignore_patterns) if ignore_patterns
-                           else None, stat_cache, ignore_file=ignore_name)
+    context = BuildContext(req.context, PatternMatcher(prep.ignore_patterns)
+                           if prep.ignore_patterns else None, stat_cache,
+                           ignore_file=prep.ignore_name)
+    fes = prep.fes
+    imported = _import_caches(req, stores, events)
     try:
         with _build_dir(roots) as workdir:
             if os.geteuid() == 0:
@@ -333,13 +487,12 @@ async def build_async(req: BuildRequest, stores: Stores,
                 if stale:
                     await sb.request("rm", paths=stale)
 
-            async with LazySandbox(idmap, clean_leftovers) as sandbox:
+            daemon, prep.daemon = prep.daemon, None  # the sandbox's from now on
+            async with LazySandbox(idmap, clean_leftovers, daemon=daemon,
+                                   scratch=str(workdir)) as sandbox:
+                if daemon is not None:
+                    sandbox.start_soon()
                 try:
-                    # A Dockerfile the frontend has not seen is likely to run steps: boot the
-                    # sandbox daemon now, so its start-up overlaps with the compilation.
-                    fes = [_compile_memoized(stores, data, df_path, req, p, tuple(ignore_patterns),
-                                             on_miss=sandbox.start_soon)
-                           for p in platforms]
                     opts = SolverOptions(
                         root=roots.root, workdir=workdir, snapshots=roots.snapshots,
                         # Layers are stored uncompressed; exports compress them (lazily, once).
@@ -347,7 +500,7 @@ async def build_async(req: BuildRequest, stores: Stores,
                         max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(roots.cache_mounts),
-                        secrets=req.secrets, ssh=req.ssh,
+                        secrets=req.secrets, ssh=req.ssh, imported_cache=imported,
                     )
                     # One solver per platform, all at once: their steps share the sandbox, the
                     # cache and the RUN bound (each solver has its own semaphore, though).
@@ -356,6 +509,7 @@ async def build_async(req: BuildRequest, stores: Stores,
                                for fe in fes]
                     solved_all = await asyncio.gather(*(s.solve() for s in solvers))
                 finally:
+                    await sandbox.settle()
                     if sandbox.started:
                         await sandbox.request("rm", paths=[str(workdir)])
                     else:
@@ -366,6 +520,7 @@ async def build_async(req: BuildRequest, stores: Stores,
         cache.close()
     executed = [name for s in solvers for name in s.executed]
     misses = {k: v for s in solvers for k, v in s.misses.items()}
+    _mark_ran(_ran_marker(prep.memos[0]), bool(executed))
     if executed:
         auto_gc(stores)
     images = [_make_image(stores.content, fe.config, solved, req)
@@ -377,18 +532,91 @@ async def build_async(req: BuildRequest, stores: Stores,
                          config_digest=Digest.from_bytes(config.encode()),
                          executed=executed, misses=misses,
                          layer_seconds={k: v for s in solvers for k, v in s.layer_seconds.items()})
+    _export_caches(req, stores, solvers, events)
     created = config.created or _rfc3339(time.time())
     for tag in req.tags:
+        from pybuild.oci.reference import Reference
+
         ref = Reference.parse(tag)
-        stores.images.put(ref, manifest_desc, created)
+        _put_image(stores, ref, manifest_desc, created)
         result.tags.append(ref.familiar)
     return result
+
+
+def _import_caches(req: BuildRequest, stores: Stores, events: EventSink) -> Any:
+    """--cache-from: the records of every readable source (see cache/remote.py)."""
+    from pybuild.cache.remote import parse_cache_option
+
+    for text in req.cache_to:
+        parse_cache_option(text, flag="--cache-to")  # a bad flag fails before any step
+    if not req.cache_from:
+        return None
+    from pybuild.builder.events import Notice
+    from pybuild.cache.remote import import_caches
+
+    options = [parse_cache_option(x, flag="--cache-from") for x in req.cache_from]
+    if any(o.type == "registry" for o in options):
+        _asyncio_tls()
+    return import_caches(options, stores.content, registry_options=req.registry,
+                         warn=lambda text: events(Notice(text, level="warning")))
+
+
+def _export_caches(req: BuildRequest, stores: Stores, solvers: list[Any],
+                   events: EventSink) -> None:
+    """--cache-to: write the records of this build's steps (mode=min: those whose layers
+    are in the result; max: all). A failure fails the build unless ignore-error=true."""
+    if not req.cache_to:
+        return
+    from pybuild.builder.events import Notice
+    from pybuild.cache.remote import export_cache, export_records_for, parse_cache_option
+    from pybuild.cache.store import CacheStore
+    from pybuild.errors import PybuildError
+
+    cache = CacheStore(stores.roots.cache_db)
+    try:
+        for text in req.cache_to:
+            option = parse_cache_option(text, flag="--cache-to")
+            if option.type == "registry":
+                _asyncio_tls()
+            keys = dict.fromkeys(k for s in solvers for k in s.export_keys(option.mode))
+            records = [r for r in (cache.get(k) for k in keys) if r is not None]
+            try:
+                export_cache(stores.content, option, export_records_for(records),
+                             memo_path=stores.roots.root / "cache" / "compressed.json",
+                             registry_options=req.registry)
+            except PybuildError as exc:
+                if option.get("ignore-error") != "true":
+                    raise
+                events(Notice(f"cache export to {option.where} failed: {exc.message}",
+                              level="warning"))
+    finally:
+        cache.close()
+
+
+def _mark_ran(marker: Path, ran: bool) -> None:
+    with contextlib.suppress(OSError):
+        if ran:
+            marker.touch()
+        elif marker.exists():
+            marker.unlink()
+
+
+def _put_image(stores: Stores, ref: Reference, desc: Descriptor, created: str) -> None:
+    """Name the result; an unchanged name is left alone (no rewrite, no fsync), which also
+    keeps the frontend's memo of a no-op rebuild valid."""
+    record = stores.images.find(ref)
+    if (record is not None and record.created == created
+            and record.descriptor.to_json() == desc.to_json()):
+        return
+    stores.images.put(ref, desc, created)
 
 
 def _parse_platforms(text: str) -> list[Platform | None]:
     """`--platform a,b` -> [a, b]; nothing -> [None] (the host's, chosen by the frontend)."""
     if not text:
         return [None]
+    from pybuild.oci.platform import Platform
+
     out: list[Platform | None] = []
     for part in text.split(","):
         p = Platform.parse(part)
@@ -398,7 +626,8 @@ def _parse_platforms(text: str) -> list[Platform | None]:
 
 
 def _make_index(store: ContentStore, manifests: list[Descriptor]) -> Descriptor:
-    from pybuild.oci.descriptor import Index
+    from pybuild.oci import mediatypes as mt
+    from pybuild.oci.descriptor import Descriptor, Index
 
     index = Index(media_type=mt.OCI_INDEX, manifests=tuple(manifests))
     data = index.encode()
@@ -425,29 +654,40 @@ class _Compiled(NamedTuple):
     warnings: tuple[str, ...]
 
 
-def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildRequest,
-                      platform: Platform | None, ignore: tuple[str, ...],
-                      on_miss: Callable[[], None] | None = None) -> Any:
-    """The frontend is a pure function of its inputs and of the image store's names, so its
-    result is memoized: a no-op rebuild then skips parsing, expansion and their imports."""
+def _memo_path(stores: Stores, data: bytes, df_path: str, req: BuildRequest,
+               platform: Platform | None, ignore: tuple[str, ...]) -> Path:
+    """Where the frontend's result for these inputs is memoized (see `_compile_memoized`)."""
     import hashlib
     import pickle
 
-    filename = os.path.relpath(df_path) if not os.path.isabs(req.dockerfile or "") else df_path
-    try:
-        names = (stores.roots.images / "images.json").read_bytes()
-    except FileNotFoundError:
-        names = b""
     key = hashlib.sha256(pickle.dumps((
-        _source_stamp(), data, filename, req.build_args, req.target, str(platform),
-        req.labels, ignore, req.no_cache, req.no_cache_filter, req.network, names,
+        _source_stamp(), data, _dockerfile_name(req, df_path), req.build_args, req.target,
+        str(platform), req.labels, ignore, req.no_cache, req.no_cache_filter, req.network,
         req.named_contexts, req.pull,
     ))).hexdigest()
-    memo = stores.roots.root / "cache" / "frontend" / key
+    return stores.roots.root / "cache" / "frontend" / key
+
+
+def _dockerfile_name(req: BuildRequest, df_path: str) -> str:
+    return os.path.relpath(df_path) if not os.path.isabs(req.dockerfile or "") else df_path
+
+
+def _compile_memoized(stores: Stores, memo: Path, data: bytes, df_path: str,
+                      req: BuildRequest, platform: Platform | None, ignore: tuple[str, ...],
+                      on_miss: Callable[[], None] | None = None,
+                      on_image: Callable[[Any, Any], None] | None = None) -> Any:
+    """The frontend is a pure function of its inputs and of the images its names resolve
+    to, so its result is memoized (in `memo`, see `_memo_path`) with those names and
+    digests, and reused while the store still maps each name to the same digest: a rebuild
+    then skips parsing, expansion and their imports, also after tagging a new result."""
+    import pickle
+
+    filename = _dockerfile_name(req, df_path)
     try:
         with open(memo, "rb") as f:
-            definition, config, stage_name, warnings = pickle.load(f)
-        return _Compiled(definition, config, stage_name, warnings)
+            definition, config, stage_name, warnings, resolved = pickle.load(f)
+        if all(_store_digest(stores, ref) == digest for ref, digest in resolved):
+            return _Compiled(definition, config, stage_name, warnings)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
             ValueError, TypeError):
         pass
@@ -463,6 +703,7 @@ def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildReque
             if not os.path.isdir(nc.value):
                 raise UserError(f"--build-context {name}={value}: not a directory")
         named.append((name, nc))
+    resolver = LocalResolver(stores, req.registry, req.pull, on_image=on_image)
     fe = compile_dockerfile(
         FrontendOptions(
             dockerfile=data, filename=filename, build_args=req.build_args, target=req.target,
@@ -470,16 +711,26 @@ def _compile_memoized(stores: Stores, data: bytes, df_path: str, req: BuildReque
             no_cache_filter=req.no_cache_filter, network=req.network,
             named_contexts=tuple(named),
         ),
-        LocalResolver(stores, req.registry, req.pull),
+        resolver,
     )
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         # Plain values only: unpickling must not import the frontend's modules.
-        pickle.dump((fe.definition, fe.config, fe.stage_name, fe.warnings), f,
+        pickle.dump((fe.definition, fe.config, fe.stage_name, fe.warnings,
+                     tuple(sorted(resolver.resolved.items()))), f,
                     protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(tmp, memo)
     return fe
+
+
+def _store_digest(stores: Stores, ref: str) -> str:
+    """The digest the image store names `ref` (as the resolver found it); "" if none."""
+    try:
+        record = stores.images.find(ref)
+    except UserError:
+        return ""
+    return str(record.descriptor.digest) if record is not None else ""
 
 
 def default_parallelism() -> int:
@@ -488,14 +739,81 @@ def default_parallelism() -> int:
     return 4 * max(1, os.cpu_count() or 1)
 
 
-def build(req: BuildRequest, stores: Stores, events: EventSink = discard) -> BuildResult:
-    result: BuildResult = asyncio.run(_terminable(build_async(req, stores, events)))
+
+
+
+
+def _asyncio() -> ModuleType:
+    """asyncio, imported (if nothing has yet) without its TLS support: loading ssl costs
+    ~10 ms of every start, and only registries need it (see `_asyncio_tls`)."""
+    import sys
+
+    if "asyncio" not in sys.modules and "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` fails meanwhile
+        try:
+            import asyncio
+        finally:
+            del sys.modules["ssl"]
+    import asyncio
+
+    return asyncio
+
+
+def _asyncio_tls() -> None:
+    """Give asyncio the ssl module that `_asyncio` kept from it, before a registry is used
+    (httpx does its own TLS, but nothing of asyncio's must be left half-enabled)."""
+    import importlib
+    import ssl
+    import sys
+
+    for name in ("asyncio.base_events", "asyncio.selector_events", "asyncio.sslproto"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "ssl", ssl) is None:
+            if name == "asyncio.sslproto":
+                importlib.reload(module)  # it derives module constants from ssl
+            else:
+                vars(module)["ssl"] = ssl
+
+
+
+
+def build(req: BuildRequest, stores: Stores, events: EventSink = discard, *,
+          daemon: DaemonProcess | None = None) -> BuildResult:
+    """Build. `daemon`: a sandbox daemon the caller started at its own start (see
+    `DaemonProcess`), for this build to use if it probably runs steps."""
+    # A build that will probably run steps starts its sandbox daemon before anything else:
+    # the daemon's start-up (an interpreter and its imports, ~0.1 s) then overlaps with
+    # loading asyncio, the frontend and the builder, instead of following them, and it
+    # unpacks the base image while they load.
+    try:
+        prep = _plan(req, stores)
+    except BaseException:
+        if daemon is not None:
+            daemon.discard()
+        raise
+    prep.daemon = daemon
+    try:
+        if prep.likely_runs:
+            prep.start_daemon()
+        elif prep.daemon is not None:
+            prep.daemon.discard()
+            prep.daemon = None
+        # The frontend first: the sooner it resolves the base images, the sooner the
+        # daemon unpacks them. (It needs no asyncio; a pull imports it, with ssl.)
+        _frontend(req, stores, events, prep)
+        asyncio = _asyncio()
+        result: BuildResult = asyncio.run(_terminable(build_async(req, stores, events,
+                                                                  prepared=prep)))
+    finally:
+        if prep.daemon is not None:
+            prep.daemon.discard()  # a no-op unless the build failed before its sandbox took it
     return result
 
 
 async def _terminable(coro: Any) -> Any:
     """SIGTERM cancels the build like Ctrl-C does: running steps are stopped, mounts and
     scratch dirs removed, nothing half-written kept; asyncio.CancelledError comes out."""
+    import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
@@ -515,6 +833,8 @@ def _rfc3339(ts: float) -> str:
 def _make_image(store: ContentStore, config: ImageConfig, solved: object,
                 req: BuildRequest) -> tuple[Descriptor, ImageConfig]:
     from pybuild.builder.solver import Solved
+    from pybuild.oci import mediatypes as mt
+    from pybuild.oci.descriptor import Descriptor, Manifest
 
     assert isinstance(solved, Solved)
     layers = solved.real_layers
@@ -546,6 +866,7 @@ def _make_image(store: ContentStore, config: ImageConfig, solved: object,
 def _align_history(history: list[History], layers: tuple[object, ...],
                    created: str) -> list[History]:
     """Match history entries to the solved layers: an empty diff becomes empty_layer."""
+    from pybuild.oci.config import History
     layer_entries = [i for i, h in enumerate(history) if not h.empty_layer]
     out = list(history)
     # Align from the end: the base image's own history may be incomplete.
@@ -588,6 +909,7 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
     from pybuild.exporters.docker_archive import DockerArchiveExporter
     from pybuild.exporters.local import LocalExporter, TarExporter
     from pybuild.exporters.oci_layout import OCILayoutExporter
+    from pybuild.oci.reference import Reference
 
     spec = parse_output(spec_text)
 
@@ -646,6 +968,8 @@ def load_image(stores: Stores, path: str, tags: tuple[str, ...] = ()) -> tuple[D
                                                                               list[str]]:
     """Import an OCI layout (directory or tar) or a docker archive into the store."""
     from pybuild.exporters.oci_layout import read_oci_layout
+    from pybuild.oci.descriptor import Descriptor
+    from pybuild.oci.reference import Reference
 
     if not os.path.exists(path):
         raise NotFoundError(f"{path}: no such file or directory")
@@ -716,6 +1040,8 @@ async def prune_async(stores: Stores, *, everything: bool = False, until: float 
 
 
 def prune(stores: Stores, **kw: Any) -> Any:
+    import asyncio
+
     return asyncio.run(prune_async(stores, **kw))
 
 
@@ -748,6 +1074,8 @@ def push_image(stores: Stores, desc: Descriptor, ref: Reference,
                compression: str = "gzip") -> str:
     """Push an image (manifest or index) from the content store, its layers compressed
     as asked; returns REF@DIGEST."""
+    _asyncio_tls()
+    from pybuild.oci.reference import Reference
     from pybuild.registry import push_sync
 
     packed = _compressed(stores, desc, compression)
@@ -759,6 +1087,11 @@ def push_image(stores: Stores, desc: Descriptor, ref: Reference,
 def pull_image(stores: Stores, ref_text: str, platforms: list[Platform] | None,
                registry: RegistryOptions | None = None) -> tuple[Descriptor, str]:
     """Pull into the store and name it; one platform records just its manifest."""
+    _asyncio_tls()
+    from pybuild.content.walk import resolve_platform
+    from pybuild.oci import mediatypes as mt
+    from pybuild.oci.descriptor import Descriptor
+    from pybuild.oci.reference import Reference
     from pybuild.registry import pull_sync
 
     ref = Reference.parse(ref_text)

@@ -384,14 +384,14 @@ class Solver:
         """How a miss explanation names an input: the step that made it, or the source."""
         op = self.defn.ops[inp.op]
         if isinstance(op, SourceOp):
-            from pybuild.builder.sources import redact
-
             ident = op.identifier
-            if ident.startswith(("http://", "https://")):
+            if ident.startswith(("http://", "https://", "git://")):
+                from pybuild.builder.sources import redact
+
+                if ident.startswith("git://"):
+                    url = dict(op.attrs).get("git.fullurl", ident)
+                    return f"the git checkout of {redact(url)}"
                 return f"the download {redact(ident)}"
-            if ident.startswith("git://"):
-                url = dict(op.attrs).get("git.fullurl", ident)
-                return f"the git checkout of {redact(url)}"
             if ident.startswith("docker-image://"):
                 return f"the base image {ident.removeprefix('docker-image://')}"
             return ident

@@ -20,7 +20,6 @@ the commit sha (+ subdir, keep-git-dir).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import fcntl
 import hashlib
 import json
@@ -85,6 +84,8 @@ def _checksum_of(path: str, algo: str) -> str:
 
 
 def _parse_http_time(value: str) -> float | None:
+    import email.utils  # only downloads need it; the solver imports this module always
+
     if not value:
         return None
     try:

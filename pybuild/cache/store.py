@@ -49,8 +49,10 @@ class CacheStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._touched: dict[str, None] = {}  # keys used since the last flush, in order
 
     def close(self) -> None:
+        self._flush_touches()
         self._db.close()
 
     @staticmethod
@@ -67,8 +69,24 @@ class CacheStore:
         return self._row(row) if row else None
 
     def touch(self, cache_key: str) -> None:
-        self._db.execute("UPDATE records SET last_used = ? WHERE cache_key = ?",
-                         (time.time(), cache_key))
+        """Mark a record as used. Written with the others in one transaction (a cached
+        build touches every step) when the store closes or a query orders by use; a
+        killed build loses only these times."""
+        self._touched[cache_key] = None
+
+    def _flush_touches(self) -> None:
+        if not self._touched:
+            return
+        now = time.time()
+        keys, self._touched = list(self._touched), {}
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("UPDATE records SET last_used = ? WHERE cache_key = ?",
+                                 [(now, k) for k in keys])
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def put(self, cache_key: str, *, step: str, parts: dict[str, Any], result: dict[str, Any],
             size: int, description: str, created: float | None = None) -> None:
@@ -81,14 +99,17 @@ class CacheStore:
         )
 
     def latest_for_step(self, step: str) -> CacheRecord | None:
+        self._flush_touches()
         row = self._db.execute(
             f"SELECT {self._COLS} FROM records WHERE step = ? ORDER BY last_used DESC LIMIT 1",
             (step,)).fetchone()
         return self._row(row) if row else None
 
     def all(self) -> list[CacheRecord]:
+        self._flush_touches()
         rows = self._db.execute(f"SELECT {self._COLS} FROM records ORDER BY last_used DESC")
         return [self._row(r) for r in rows.fetchall()]
 
     def delete(self, keys: list[str]) -> None:
+        self._flush_touches()
         self._db.executemany("DELETE FROM records WHERE cache_key = ?", [(k,) for k in keys])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import UserError
+
+if TYPE_CHECKING:
+    from pybuild.cli.main import Prestart
 
 
 def _progress(mode: str, quiet: bool) -> Any:
@@ -91,7 +94,8 @@ def push(stores: Any, args: argparse.Namespace) -> int:
 
 
 def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, str], ...],
-          labels: tuple[tuple[str, str], ...]) -> int:
+          labels: tuple[tuple[str, str], ...], prestart: Prestart | None = None) -> int:
+    """`prestart`: the sandbox daemon `main` may have started first thing."""
     import os
 
     from pybuild.api import BuildRequest
@@ -113,13 +117,17 @@ def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, st
         ssh=tuple(_parse_ssh(x) for x in args.ssh),
         named_contexts=tuple(_parse_named(x) for x in args.build_context),
         registry=registry_options(args), pull=args.pull != "never",
+        cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
     )
     progress = _progress(args.progress, args.quiet)
     try:
-        result = run_build(req, stores, progress)
+        result = run_build(req, stores, progress,
+                           daemon=prestart.daemon if prestart is not None else None)
     finally:
         if hasattr(progress, "close"):
             progress.close()
+    if prestart is not None:
+        prestart.record(bool(result.executed))
     outputs = list(args.output)
     if args.push:  # buildx: --push is -o type=image,push=true for the -t names
         if not args.tag:

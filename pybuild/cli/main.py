@@ -1,19 +1,22 @@
 """`pybuild` command line. Only this package prints, reads argv or exits.
 
-Imports of the heavy parts are lazy so that `pybuild --help` and no-op rebuilds start fast.
+Imports are lazy so that `pybuild --help` and no-op rebuilds start fast, and so that a
+build starts its sandbox daemon before loading anything (see `Prestart`).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import sys
-import traceback
-from typing import Any
 
 from pybuild import __version__
-from pybuild.errors import PybuildError
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs start-up time)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from pybuild.builder.executor.daemon import DaemonProcess
 
 HELP = """pybuild: build OCI container images from Dockerfiles, without a daemon or root.
 
@@ -27,6 +30,8 @@ Common commands:
 
 
 def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]:
+    from pybuild.errors import PybuildError
+
     out = []
     for v in values or []:
         key, eq, value = v.partition("=")
@@ -75,6 +80,25 @@ def _wanted(argv: list[str]) -> str | None:
 
 
 def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    import argparse
+
+    class Ignored(argparse.ArgumentParser):
+        """Stands for the parser of a subcommand that is not being run: it records nothing
+        (a real one costs its arguments and gettext look-ups, at every start)."""
+
+        def __init__(self) -> None:
+            pass
+
+        def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+            return None
+
+        def add_subparsers(self, **kwargs: Any) -> Any:
+            return self
+
+        def add_parser(self, *args: Any, **kwargs: Any) -> Any:
+            return self
+
+    ignored = Ignored()
     p = argparse.ArgumentParser(prog="pybuild", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"pybuild {__version__}")
@@ -92,7 +116,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
     def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
         if only is not None and name != only:
-            return argparse.ArgumentParser(add_help=False)  # a throwaway, never used
+            return ignored
         return real_add(name, parents=[common], **kw)
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
@@ -137,6 +161,13 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--build-context", action="append", default=[],
                    help="named context NAME=DIR|docker-image://REF|oci-layout://DIR@DIGEST; "
                         "overrides FROM NAME and COPY --from=NAME")
+    b.add_argument("--cache-from", action="append", default=[],
+                   help="import build cache: type=local,src=DIR | type=registry,ref=REF | "
+                        "REF (steps found there are not run; their layers are fetched)")
+    b.add_argument("--cache-to", action="append", default=[],
+                   help="export build cache: type=local,dest=DIR | type=registry,ref=REF, "
+                        "with mode=min (default: the result's steps) or mode=max (all), "
+                        "compression=gzip|zstd|uncompressed, ignore-error=true")
     b.add_argument("--push", action="store_true",
                    help="push the result to the registry of each -t name")
     b.add_argument("--pull", default="missing", choices=["missing", "never"],
@@ -208,36 +239,120 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+class Prestart:
+    """A sandbox daemon started before anything else for `pybuild build` (its start-up
+    then overlaps with pybuild's), when this command line probably runs steps: the last
+    build with the same command line and working directory did, or none is known."""
+
+    def __init__(self, argv: list[str]) -> None:
+        import zlib
+
+        root = _option(argv, "--root") or os.environ.get("PYBUILD_ROOT", "")
+        if not root:  # (pathlib and its imports, only when needed)
+            from pybuild.content.paths import default_root
+
+            root = str(default_root())
+        base = os.path.abspath(root)
+        key = zlib.crc32("\0".join([os.getcwd(), *argv]).encode())
+        self.marker = os.path.join(base, "cache", "cli-runs", f"{key:08x}")
+        self.daemon: DaemonProcess | None = None
+        try:
+            with open(self.marker, "rb") as f:
+                self._last = f.read()
+        except OSError:
+            self._last = b""
+        if self._last != b"0":
+            from pybuild.builder.executor.daemon import DaemonProcess
+
+            try:
+                self.daemon = DaemonProcess()
+            except OSError:
+                pass  # a guess only: the build starts its own when it needs one
+
+    def record(self, ran: bool) -> None:
+        """Remember whether this command line ran steps."""
+        import contextlib
+
+        if (b"1" if ran else b"0") == self._last:
+            return
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(self.marker), exist_ok=True)
+            with open(self.marker, "wb") as f:
+                f.write(b"1" if ran else b"0")
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            self.daemon.discard()  # a no-op once the build has closed it
+
+
+def _option(argv: list[str], name: str) -> str:
+    """The value of a global option, read before parsing (as argparse will read it)."""
+    value = ""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is not None:
+        return _main(argv)
+    argv = sys.argv[1:]
+    prestart = Prestart(argv) if _wanted(argv) == "build" else None
+    try:
+        return _main(argv, prestart)
+    finally:
+        if prestart is not None:
+            prestart.close()
+        # The process exits next. Finalization's last garbage collection would walk every
+        # object of the loaded builder (~15 ms) for cycles that exiting frees anyway.
+        import gc
+
+        gc.freeze()
+
+
+def _main(argv: list[str], prestart: Prestart | None = None) -> int:
+    from pybuild.errors import PybuildError
+
     parser = _parser(_wanted(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
     try:
-        return _dispatch(args, parser)
+        return _dispatch(args, parser, prestart)
     except PybuildError as exc:
         from pybuild.cli.render import render_error
 
         render_error(exc, sys.stderr)
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         return exc.exit_code
     except KeyboardInterrupt:
         print("pybuild: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
-    except asyncio.CancelledError:
-        print("pybuild: terminated; running steps were stopped and nothing half-written "
-              "was kept", file=sys.stderr)
-        return 143
     except Exception as exc:  # an internal error: one line, the traceback only on --debug
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         else:
             print(f"pybuild: internal error: {type(exc).__name__}: {exc}\n"
                   "run with --debug for the traceback", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        # asyncio is imported only by commands that run it (start-up time): a cancellation
+        # (SIGTERM, see api._terminable) can only come from it.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is None or not isinstance(exc, asyncio.CancelledError):
+            raise
+        print("pybuild: terminated; running steps were stopped and nothing half-written "
+              "was kept", file=sys.stderr)
+        return 143
 
 
 def _stores(args: argparse.Namespace) -> Any:
@@ -248,13 +363,14 @@ def _stores(args: argparse.Namespace) -> Any:
     return Stores(Path(args.root).absolute() if args.root else None)
 
 
-def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser,
+              prestart: Prestart | None = None) -> int:
     from pybuild.cli import commands
 
     match args.command:
         case "build":
             return commands.build(args, _stores(args), _kv_list(args.build_arg, "build arg"),
-                                  _kv_list(args.label, "label"))
+                                  _kv_list(args.label, "label"), prestart)
         case "images":
             return commands.images(_stores(args))
         case "inspect":

@@ -261,6 +261,13 @@ def _get_snapshotter(step_dir: str) -> Snapshotter:
         return _snapshotter
 
 
+def op_probe_snapshotter(req: dict[str, Any]) -> dict[str, Any]:
+    """Pick the snapshotter now, in the sandbox's scratch dir `dir`, so that the first step
+    does not wait for the probe (pybuild asks as soon as the daemon is up)."""
+    _get_snapshotter(os.path.join(req["dir"], "snapshotter"))
+    return _take_notice({})
+
+
 def _take_notice(out: dict[str, Any]) -> dict[str, Any]:
     global _snapshotter_notice
     with _snap_lock:
@@ -920,6 +927,7 @@ OPS = {
     "commit": op_commit,
     "cancel": op_cancel,
     "probe_runtime": op_probe_runtime,
+    "probe_snapshotter": op_probe_snapshotter,
     "probe_path": op_probe_path,
 }
 
