@@ -166,7 +166,7 @@ def _copy_meta(src: str, dst: str, st: os.stat_result) -> None:
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode))
     for name in _xattrs(src):
-        if name.startswith(("user.overlay.", "trusted.overlay.")):
+        if name.startswith(("user.overlay.", "trusted.overlay.")) or name == _ORIGINAL_XATTR:
             continue
         with contextlib.suppress(OSError):
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
@@ -246,13 +246,32 @@ def _key(st: os.stat_result) -> _Key:
     return (st.st_ino, st.st_ctime_ns, st.st_mode)
 
 
+# Set on every directory of a copied rootfs: a directory without it after the step was
+# made by the step, even when it got the inode number of one it removed (ext4 reuses them
+# at once, so `rm -rf d && mkdir d` can keep the number).
+_ORIGINAL_XATTR = "user.pybuild.original"
+
+
 def _record(root: str) -> dict[str, _Key]:
     out: dict[str, _Key] = {}
+    with contextlib.suppress(OSError):  # the root's mark says marking works here
+        os.setxattr(root, _ORIGINAL_XATTR, b"1")
     for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                os.setxattr(os.path.join(dirpath, name), _ORIGINAL_XATTR, b"1",
+                            follow_symlinks=False)
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
             out[os.path.relpath(p, root)] = _key(os.lstat(p))
     return out
+
+
+def _is_original(path: str) -> bool:
+    try:
+        return os.getxattr(path, _ORIGINAL_XATTR, follow_symlinks=False) == b"1"
+    except OSError:
+        return False
 
 
 def _diff_to_upper(merged: str, before: dict[str, _Key], upper: str) -> None:
@@ -270,6 +289,7 @@ def _diff_to_upper(merged: str, before: dict[str, _Key], upper: str) -> None:
         upper_dirs.append((os.path.join(merged, parent), dst))
 
     opaque: set[str] = set()
+    marked = _is_original(merged)
     for dirpath, dirnames, filenames in os.walk(merged):
         for d in list(dirnames):
             if os.path.islink(os.path.join(dirpath, d)):
@@ -290,7 +310,9 @@ def _diff_to_upper(merged: str, before: dict[str, _Key], upper: str) -> None:
                 if not os.path.isdir(dst):
                     os.mkdir(dst, 0o700)
                     upper_dirs.append((p, dst))
-                if old is not None and old[0] != st.st_ino and not under_opaque:
+                replaced = old is not None and (
+                    old[0] != st.st_ino or (marked and not _is_original(p)))
+                if replaced and not under_opaque:
                     opaque.add(rel)  # replaced by a new directory: hides everything below
                     os.setxattr(dst, OPAQUE_XATTR, b"y")
             else:
