@@ -1019,24 +1019,43 @@ def parse_duration(text: str) -> float:
 async def prune_async(stores: Stores, *, everything: bool = False, until: float | None = None,
                       keep_storage: int | None = None, grace: float | None = None) -> Any:
     """Drop cache records and blobs by policy, then the unpacked snapshots nothing uses."""
+    import dataclasses
+    import shutil
+
     from pybuild.builder.executor import idmap as idmap_mod
     from pybuild.builder.executor.client import Sandbox
+    from pybuild.cache import dirs
     from pybuild.content.gc import GRACE_SECONDS, collect
 
     report = collect(stores, drop_cache=everything, until=until, keep_storage=keep_storage,
                      grace=GRACE_SECONDS if grace is None else grace)
+    dead: list[str] = []
     snaps = stores.roots.snapshots
     if snaps.is_dir():
         live = {d.split(":", 1)[1][:24] for d in report.live_diff_ids}
         dead = [str(p) for p in snaps.iterdir()
                 if p.name not in live and not p.name.startswith(".")]
-        if dead:
+    # Cache mounts and downloaded sources: all with --all, by last use with until=.
+    claimed = dirs.claim_stale(stores.roots.cache_mounts, stores.roots.root / "cache",
+                               everything=everything, until=until)
+    removed = 0
+    try:
+        for c in claimed:
+            if not c.is_cache_mount:  # written by pybuild itself, as the invoking user
+                shutil.rmtree(c.path, ignore_errors=True)
+                removed += 1
+        mounts = [str(c.path) for c in claimed if c.is_cache_mount]
+        if dead or mounts:
             idmap = idmap_mod.detect()
             marker = stores.roots.sandbox / "idmap"
+            # Their files belong to the namespace's ids: removed from inside it.
             if marker.is_file() and marker.read_text() == idmap.key:
                 async with Sandbox(idmap) as sb:
-                    await sb.request("rm", paths=dead)
-    return report
+                    await sb.request("rm", paths=[*dead, *mounts])
+                removed += len(mounts)
+    finally:
+        dirs.release(claimed)
+    return dataclasses.replace(report, dirs_removed=removed)
 
 
 def prune(stores: Stores, **kw: Any) -> Any:

@@ -63,6 +63,7 @@ def _locked(path: str) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.utime(fd)  # the lock file's mtime is this download's last use (prune until=)
         yield
     finally:
         os.close(fd)

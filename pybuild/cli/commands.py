@@ -289,8 +289,9 @@ def prune(stores: Any, everything: bool, filters: list[str], keep_storage: str) 
         until = parse_duration(value)
     report = run_prune(stores, everything=everything, until=until,
                        keep_storage=parse_size(keep_storage) if keep_storage else None)
-    print(f"removed {report.records_removed} cache records and {report.blobs_removed} "
-          f"blobs; {_human(report.bytes_freed)} freed")
+    print(f"removed {report.records_removed} cache records, {report.blobs_removed} blobs "
+          f"and {report.dirs_removed} cache mounts or downloads; {_human(report.bytes_freed)}"
+          " of blobs freed")
     return 0
 
 

@@ -26,6 +26,7 @@ class PruneReport:
     bytes_freed: int
     records_removed: int
     live_diff_ids: frozenset[str]
+    dirs_removed: int = 0  # cache mounts and downloaded sources (see cache/dirs.py)
 
 
 def _record_layers(result: dict[str, Any]) -> list[dict[str, Any]]:

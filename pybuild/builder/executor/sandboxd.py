@@ -622,6 +622,8 @@ def _cache_dir(cache_root: str, m: dict[str, Any], step_dir: str,
     else:
         path = base
         fd = _flock(path + ".lock", fcntl.LOCK_EX if sharing == "locked" else fcntl.LOCK_SH)
+    if fd is not None:
+        os.utime(fd)  # the lock file's mtime is the mount's last use (for prune until=)
     if not os.path.isdir(path):
         tmp = f"{path}.new-{uuid.uuid4().hex[:8]}"
         os.makedirs(tmp)
