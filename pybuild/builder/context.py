@@ -17,7 +17,7 @@ import stat
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from pybuild.builder.executor.fileops import include_matcher
 from pybuild.errors import UserError
@@ -33,6 +33,29 @@ class ContextEntry(NamedTuple):
     rel: str  # '/'-separated, relative to the context root
     path: str  # absolute path on the host
     st: os.stat_result
+
+
+def owned_by_root(st: os.stat_result) -> Any:
+    """A context file's stat as the image sees it: everything but the owner, which is 0:0
+    (BuildKit's COPY without --chown)."""
+    return SimpleNamespace(
+        st_mode=st.st_mode, st_ino=st.st_ino, st_dev=st.st_dev, st_nlink=st.st_nlink,
+        st_uid=0, st_gid=0, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
+        st_rdev=st.st_rdev)
+
+
+def below(rel: str, prefix: str) -> str | None:
+    """`rel` relative to the directory `prefix` ("" is the root); None if not below it."""
+    if not prefix:
+        return rel
+    return rel[len(prefix) + 1:] if rel.startswith(prefix + "/") else None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
 
 
 class StatCache:
@@ -267,11 +290,7 @@ class BuildContext:
             return
         while stack:
             dpath, drel = stack.pop()
-            try:
-                names = os.listdir(dpath)
-            except OSError as exc:
-                raise UserError(f"cannot read {dpath}: {exc.strerror}") from None
-            for name in names:
+            for name in _listdir(dpath):
                 crel = f"{drel}/{name}" if drel else name
                 # The ignore file applies to context paths as they are in the context.
                 if self._ignored(crel) and not (self.ignore and self.ignore.exclusions):
@@ -295,11 +314,7 @@ class BuildContext:
         lstat, is_dir = os.lstat, stat.S_ISDIR
         while stack:
             dpath, drel = stack.pop()
-            try:
-                names = os.listdir(dpath)
-            except OSError as exc:
-                raise UserError(f"cannot read {dpath}: {exc.strerror}") from None
-            for name in names:
+            for name in _listdir(dpath):
                 crel = f"{drel}/{name}" if drel else name
                 cpath = f"{dpath}/{name}"
                 cst = lstat(cpath)
@@ -331,16 +346,7 @@ class BuildContext:
 
         writer = LayerWriter(out)
         for e in entries:
-            rel = e.rel
-            if strip_prefix:
-                if not rel.startswith(strip_prefix + "/"):
-                    continue
-                rel = rel[len(strip_prefix) + 1:]
-            st = e.st
-            zeroed = SimpleNamespace(
-                st_mode=st.st_mode, st_ino=st.st_ino, st_dev=st.st_dev, st_nlink=st.st_nlink,
-                st_uid=0, st_gid=0, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
-                st_rdev=st.st_rdev,
-            )
-            writer.add_path(rel, e.path, zeroed)  # type: ignore[arg-type]
+            rel = below(e.rel, strip_prefix)
+            if rel is not None:
+                writer.add_path(rel, e.path, owned_by_root(e.st))
         writer.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from pybuild.builder.context import ContextEntry, StatCache
+from pybuild.builder.context import ContextEntry, StatCache, below, owned_by_root
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import UserError
@@ -49,11 +49,10 @@ def layout(entries: Sequence[ContextEntry], prefix: str) -> list[tuple[str, Cont
     children: dict[str, list[tuple[bytes, str, ContextEntry]]] = {}
     dirs = {""}
     for e in entries:
-        rel = e.rel
-        if prefix:
-            if not rel.startswith(prefix + "/"):
-                continue
-            rel = rel[len(prefix) + 1:]
+        found = below(e.rel, prefix)
+        if found is None:
+            continue
+        rel = found
         mode = e.st.st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
             return None
@@ -91,14 +90,6 @@ def _read(path: str, size: int) -> bytes:
     return data
 
 
-def _zeroed(st: os.stat_result) -> Any:
-    """A context file's stat as the image sees it: owned by 0:0."""
-    return SimpleNamespace(
-        st_mode=st.st_mode, st_ino=st.st_ino, st_dev=st.st_dev, st_nlink=st.st_nlink,
-        st_uid=0, st_gid=0, st_size=st.st_size, st_mtime_ns=st.st_mtime_ns,
-        st_rdev=st.st_rdev)
-
-
 def write_context_layer(store: ContentStore, ordered: list[tuple[str, ContextEntry]],
                         dest: str, parents: list[dict[str, Any]], epoch: int | None,
                         stat_cache: StatCache | None = None) -> ContextLayer:
@@ -129,27 +120,28 @@ def write_context_layer(store: ContentStore, ordered: list[tuple[str, ContextEnt
     return ContextLayer(digest=digest, size=result.size)
 
 
+def _dir_stat(mode: int, uid: int, gid: int, mtime_ns: int) -> Any:
+    """The stat LayerWriter needs for a directory entry that has no file behind it."""
+    return SimpleNamespace(st_mode=mode, st_uid=uid, st_gid=gid, st_size=0, st_nlink=1,
+                           st_ino=0, st_dev=0, st_rdev=0, st_mtime_ns=mtime_ns)
+
+
 def _write_entries(writer: LayerWriter, names: list[str],
                    ordered: list[tuple[str, ContextEntry]], parents: list[dict[str, Any]],
                    now_ns: int, stat_cache: StatCache | None) -> None:
     for depth, meta in enumerate(parents):
         last = depth == len(parents) - 1
-        parent_st = SimpleNamespace(
-            st_mode=meta["mode"], st_uid=meta["uid"], st_gid=meta["gid"], st_size=0,
-            st_nlink=1, st_ino=0, st_dev=0, st_rdev=0,
-            st_mtime_ns=now_ns if last else meta["mtime_ns"])
         xattrs = {k: bytes.fromhex(v) for k, v in meta["xattrs"].items()}
-        writer.add_path("/".join(names[:depth + 1]), b"", parent_st,  # type: ignore[arg-type]
-                        xattrs=xattrs)
+        writer.add_path("/".join(names[:depth + 1]), b"", _dir_stat(
+            meta["mode"], meta["uid"], meta["gid"], now_ns if last else meta["mtime_ns"]),
+            xattrs=xattrs)
     top = "/".join(names)
-    writer.add_path(top, b"", SimpleNamespace(  # type: ignore[arg-type]
-        st_mode=stat.S_IFDIR | 0o755, st_uid=0, st_gid=0, st_size=0, st_nlink=1,
-        st_ino=0, st_dev=0, st_rdev=0, st_mtime_ns=now_ns), xattrs={})
+    writer.add_path(top, b"", _dir_stat(stat.S_IFDIR | 0o755, 0, 0, now_ns), xattrs={})
     for rel, e in ordered:
         st = e.st
         if (stat_cache is None or not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
                 or st.st_size > _IN_MEMORY):
-            writer.add_path(f"{top}/{rel}", e.path, _zeroed(st))
+            writer.add_path(f"{top}/{rel}", e.path, owned_by_root(st))
             continue
         # Read once: the content goes into the layer and its digest into the stat
         # cache, so the cache key that follows does not read the file again.
