@@ -21,6 +21,8 @@ RUN id -u > /uid && cat /proc/self/uid_map > /uidmap
 RUN mkdir /owned && touch /owned/f && chown -R 1000:1000 /owned
 RUN su nobody -s /bin/sh -c 'id -u' > /nobody
 RUN cat /proc/1/cmdline | tr '\\0' ' ' > /pid1 && ls /proc | grep -c '^[0-9]' > /nprocs
+COPY data/ /data/
+RUN cat /data/hello > /copied && ls /data/many | wc -l > /many
 """
 
 
@@ -45,6 +47,13 @@ def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path
         ctx = work / "ctx"
         ctx.mkdir()
         (ctx / "Dockerfile").write_text(DOCKERFILE)
+        # A context COPY big enough to be written straight into a layer before its key,
+        # then unpacked for the RUN after it: as the user, through its namespace.
+        (ctx / "data" / "many").mkdir(parents=True)
+        (ctx / "data" / "hello").write_text("hello from the context\n")
+        for i in range(80):
+            (ctx / "data" / "many" / f"f{i}").write_text(str(i))
+        subprocess.run(["chown", "-R", USER, str(ctx)], check=True)
         root = rootless_root(work, USER, base_layout)
         r = run_pybuild(root, "build", "-t", "rootless:1", "--progress", "plain", str(ctx),
                         user=USER)
@@ -62,6 +71,9 @@ def test_unprivileged_user_builds_with_full_id_range(base_layout: Path, tmp_path
         assert (files / "owned").stat().st_gid == 1000
         assert (files / "nobody").read_text().strip() == "65534"
         assert int((files / "nprocs").read_text()) <= 3  # no host processes visible
+        assert (files / "copied").read_text() == "hello from the context\n"
+        assert (files / "many").read_text().strip() == "80"
+        assert (files / "data" / "hello").stat().st_uid == 0  # context owners never leak
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
