@@ -229,10 +229,14 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                         "and no remaining record uses. Without options, only what nothing "
                         "references (and is older than an hour) goes. After each build "
                         "pybuild prunes automatically down to $PYBUILD_GC_KEEP_STORAGE "
-                        "(default 20GB), least recently used first.")
-    gc.add_argument("-a", "--all", action="store_true", help="drop all build cache records")
+                        "(default 20GB), least recently used first. --all and --filter "
+                        "until= also remove cache mounts (RUN --mount=type=cache) and "
+                        "downloaded ADD sources that no running build holds.")
+    gc.add_argument("-a", "--all", action="store_true",
+                    help="drop all build cache records, cache mounts and downloads")
     gc.add_argument("--filter", action="append", default=[],
-                    help="until=DURATION: drop records unused for longer (e.g. until=24h)")
+                    help="until=DURATION: drop records, cache mounts and downloads unused "
+                         "for longer (e.g. until=24h)")
     gc.add_argument("--keep-storage", default="",
                     help="drop least recently used records until the store is under SIZE")
     sub.add_parser("du", help="show what the image store and build cache hold")
