@@ -28,6 +28,7 @@ from typing import IO, BinaryIO, Protocol
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, NotFoundError, UserError
+from pybuild.layers.hashsink import FileHashWriter, plain_file_fd
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.canonical import canonical_json
 from pybuild.oci.descriptor import (
@@ -170,7 +171,17 @@ class VerifyingReader(io.RawIOBase):
 
 
 def copy_blob_verified(store: ContentStore, desc: Descriptor, dst: IO[bytes]) -> None:
-    """Stream a store blob into `dst`, raising IntegrityError if it is not what `desc` says."""
+    """Stream a store blob into `dst`, raising IntegrityError if it is not what `desc` says.
+
+    Into a regular file open for reading and writing (an archive or layout file being
+    written), the blob is copied in-kernel and hashed back *from `dst`* on a worker thread
+    (FileHashWriter): the check covers the bytes as written, and the blob never passes
+    through Python. Elsewhere (a pipe, stdout) it is streamed and hashed on the way.
+    """
+    fd = plain_file_fd(dst)
+    if fd is not None:
+        _copy_blob_to_file(store, desc, dst, fd)
+        return
     with store.open(desc.digest) as f:
         reader = VerifyingReader(f, desc, "content store")
         buf = bytearray(_CHUNK)
@@ -178,6 +189,36 @@ def copy_blob_verified(store: ContentStore, desc: Descriptor, dst: IO[bytes]) ->
         while n := reader.readinto(buf):
             dst.write(view[:n])
         reader.finish()
+
+
+def _copy_blob_to_file(store: ContentStore, desc: Descriptor, dst: IO[bytes], fd: int) -> None:
+    where = "content store"
+    with store.open(desc.digest) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > desc.size:
+            raise IntegrityError(
+                f"blob {desc.digest} in the {where}: size mismatch "
+                f"(descriptor says {desc.size} bytes, blob is bigger)"
+            )
+        dst.flush()
+        writer = FileHashWriter(fd)
+        try:
+            copied = writer.copy_fd(f.fileno(), desc.size)
+            digest_hex, _ = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    dst.seek(os.lseek(fd, 0, os.SEEK_CUR))  # past the blob, written through the descriptor
+    if copied != desc.size:
+        raise IntegrityError(
+            f"blob {desc.digest} in the {where}: size mismatch "
+            f"(descriptor says {desc.size} bytes, blob has {copied})"
+        )
+    actual = Digest.from_hex(digest_hex)
+    if actual != desc.digest:
+        raise IntegrityError(
+            f"blob {desc.digest} in the {where}: digest mismatch (content hashes to {actual})"
+        )
 
 
 # -- names --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
@@ -29,6 +30,7 @@ _OCI_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "uncompresse
 # A kind's output format version: blobs memoized under an older format are not reused,
 # so the same layers compress to the same bytes on every machine.
 _FORMATS = {"gzip": "gzip/blocks-128k"}
+_DROP_STEP = 16 << 20  # read pages are dropped from the page cache in steps of this
 
 
 class _Memo:
@@ -57,6 +59,32 @@ class _Memo:
         os.replace(tmp, self.path)
 
 
+class _DroppingReader:
+    """Reads a store blob once, dropping what was read from the page cache as it goes.
+
+    The compressed blob written meanwhile then reuses those pages (writing into pages the
+    kernel has not used lately costs more than compressing, on VMs that hand free memory
+    back to the host), and the big uncompressed blob does not crowd out the compressed
+    one the archive copy reads next. Plain layer blobs are not kept cached when they are
+    written either (FileHashWriter); a memoized layer is not read again.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._fd = f.fileno()
+        self._pos = self._dropped = f.tell()
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        n: int = self._f.readinto(b)  # type: ignore[attr-defined]
+        self._pos += n
+        if self._pos - self._dropped >= _DROP_STEP or (not n and self._pos > self._dropped):
+            with contextlib.suppress(OSError):  # only an optimisation
+                os.posix_fadvise(self._fd, self._dropped, self._pos - self._dropped,
+                                 os.POSIX_FADV_DONTNEED)
+            self._dropped = self._pos
+        return n
+
+
 def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Memo) -> Descriptor:
     current = mt.layer_compression(layer.media_type)
     wanted = "none" if kind == "uncompressed" else kind
@@ -72,7 +100,8 @@ def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Me
     fd, tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="recompress-")
     try:
         with store.open(layer.digest, what="layer") as src, os.fdopen(fd, "wb") as dst:
-            diff_id, _, digest_hex, size = compress_stream(src, dst, wanted)  # type: ignore[arg-type]
+            reader = _DroppingReader(src)
+            diff_id, _, digest_hex, size = compress_stream(reader, dst, wanted)  # type: ignore[arg-type]
             dst.flush()
             os.fsync(dst.fileno())
         if "sha256:" + diff_id != layer.digest:

@@ -28,11 +28,20 @@ _QUEUE_DEPTH = 32
 class ThreadedHashWriter:
     """Hashes, counts and writes immutable chunks to `dst` in order, off the caller's thread."""
 
-    def __init__(self, dst: BinaryIO) -> None:
+    def __init__(self, dst: BinaryIO, *, drop_cache: bool = False) -> None:
         self._dst = dst
         self._sha = hashlib.sha256()
         self.size = 0
         self._error: BaseException | None = None
+        # A regular file is written through its descriptor, each window handed to
+        # writeback as it fills, so that the caller's fsync is short. With `drop_cache`,
+        # windows on disk also leave the page cache (see FileHashWriter): the same pages
+        # are recycled, but a reader of the file soon after reads it from the disk.
+        self._fd = regular_file_fd(dst)
+        self._wb: _Writeback | None = None
+        if self._fd is not None:
+            dst.flush()
+            self._wb = _Writeback(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR), drop_cache)
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._thread = threading.Thread(target=self._run, name="layer-hash-writer", daemon=True)
         self._thread.start()
@@ -48,7 +57,12 @@ class ThreadedHashWriter:
             try:
                 self._sha.update(chunk)
                 self.size += len(chunk)
-                self._dst.write(chunk)
+                if self._fd is not None:
+                    _write_all(self._fd, chunk)
+                    if self._wb is not None:
+                        self._wb.advance(len(chunk))
+                else:
+                    self._dst.write(chunk)
             except BaseException as e:  # re-raised on the caller's thread
                 self._error = e
 
@@ -64,6 +78,9 @@ class ThreadedHashWriter:
             self._done = True
             self._queue.put(None)
             self._thread.join()
+            if self._fd is not None:
+                # Written past the file object's buffer: move it to where the data ends.
+                self._dst.seek(os.lseek(self._fd, 0, os.SEEK_CUR))
         if self._error is not None:
             raise self._error
         return self._sha.hexdigest()
@@ -121,6 +138,59 @@ def plain_file_fd(f: object) -> int | None:
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
+
+
+def regular_file_fd(f: object) -> int | None:
+    """The descriptor of `f` if it is a regular file open for writing, not appending."""
+    try:
+        fd = f.fileno()  # type: ignore[attr-defined]
+        if not isinstance(fd, int):
+            return None
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if flags & os.O_ACCMODE == os.O_RDONLY or flags & os.O_APPEND:
+            return None
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Writeback:
+    """Windowed writeback of a file written sequentially from `start` by one thread.
+
+    Each full window is handed to writeback at once. With `drop`, the window before it
+    is waited for and its pages dropped (POSIX_FADV_DONTNEED): only for data that is not
+    read again soon, as dropped pages are read from the disk again.
+    """
+
+    def __init__(self, fd: int, start: int, drop: bool) -> None:
+        self._fd = fd
+        self._drop = drop
+        self._written = self._wb_start = self._dropped = start
+        self._on = _sync_file_range is not None
+
+    def advance(self, n: int) -> None:
+        self._written += n
+        if not self._on or self._written - self._wb_start < _WINDOW:
+            return
+        try:
+            FileHashWriter._sync_range(self._fd, self._wb_start,
+                                       self._written - self._wb_start, _SFR_WRITE)
+            self._wb_start = self._written
+            done = self._wb_start - _WINDOW
+            if self._drop and done > self._dropped:
+                FileHashWriter._sync_range(self._fd, self._dropped, done - self._dropped,
+                                           _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
+                os.posix_fadvise(self._fd, self._dropped, done - self._dropped,
+                                 os.POSIX_FADV_DONTNEED)
+                self._dropped = done
+        except OSError:
+            self._on = False  # only an optimisation; the caller's fsync still runs
 
 
 class FileHashWriter:
