@@ -82,10 +82,9 @@ def claim_stale(cache_mounts: Path, sources: Path, *, everything: bool,
 
 
 def release(claimed: list[Claimed]) -> None:
-    """After removing the directories: drop the cache mounts' lock files, unlock."""
+    """After removing the directories: unlock. A cache mount's lock file stays (a few
+    bytes): a build already waiting on it must keep sharing it with later builds, which
+    would not happen if they opened a new file at the same path."""
     for c in claimed:
-        if c.is_cache_mount:
-            with contextlib.suppress(OSError):
-                c.lock_path.unlink()
         if c.lock_fd >= 0:
             os.close(c.lock_fd)
