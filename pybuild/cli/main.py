@@ -300,7 +300,19 @@ def _option(argv: list[str], name: str) -> str:
     return value
 
 
+_INTERRUPTED = "pybuild: interrupted; nothing half-written was kept"
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C can come before _main's own handler is in place (while modules load).
+    try:
+        return _main_with_prestart(argv)
+    except KeyboardInterrupt:
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def _main_with_prestart(argv: list[str] | None) -> int:
     if argv is not None:
         return _main(argv)
     argv = sys.argv[1:]
@@ -337,7 +349,7 @@ def _main(argv: list[str], prestart: Prestart | None = None) -> int:
             traceback.print_exc()
         return exc.exit_code
     except KeyboardInterrupt:
-        print("pybuild: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: one line, the traceback only on --debug
         if args.debug:
