@@ -809,7 +809,13 @@ class Solver:
         if len(entries) >= _PREWRITE_MIN_FILES and unknown * 2 > len(sample):
             by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
             base = by_op[op.base.op] if op.base is not None else Solved(layers=())
+            # Shown as BuildKit shows its context transfer: a vertex of its own.
+            vertex, label = f"context:{digest}", "[internal] load build context"
+            self.events(VertexStarted(digest=vertex, name=label))
+            start = time.monotonic()
             solved = await self._context_layer(op, base, entries, ctx.stat_cache)
+            self.events(VertexDone(digest=vertex, name=label,
+                                   seconds=time.monotonic() - start))
             if solved is not None:
                 self._prewritten[digest] = solved
         return {0: entries}

@@ -52,6 +52,7 @@ class PlainProgress:
         self.out = out
         self.explain = explain
         self.numbers: dict[str, int] = {}
+        self.named: set[str] = set()  # vertices whose name line is printed
         self.start = time.monotonic()
 
     def _n(self, digest: str) -> int:
@@ -66,10 +67,12 @@ class PlainProgress:
                 w(f"#{self._n(event.digest)} {event.name}\n#{self._n(event.digest)} CACHED\n")
             case VertexMiss():
                 if self.explain:
+                    self.named.add(event.digest)
                     w(f"#{self._n(event.digest)} {event.name}\n"
                       f"#{self._n(event.digest)} not cached: {event.reason}\n")
             case VertexStarted():
-                if not self.explain:
+                # Steps that are not cache lookups ([internal] …) have no miss line.
+                if event.digest not in self.named:
                     w(f"#{self._n(event.digest)} {event.name}\n")
             case VertexLog():
                 n = self._n(event.digest)

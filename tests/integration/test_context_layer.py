@@ -175,3 +175,24 @@ def test_prewritten_layer_keeps_the_cache_exact(work: Path) -> None:
     assert len(changed["executed"]) == 2  # type: ignore[arg-type]
     reasons = " ".join(changed["misses"].values())  # type: ignore[attr-defined]
     assert "src/d3/f10.txt" in reasons, reasons
+
+
+def test_cold_context_shows_as_its_own_step(work: Path) -> None:
+    from tests.integration.conftest import run_pybuild
+
+    ctx = work / "ctx"
+    for i in range(100):
+        (ctx / "src").mkdir(parents=True, exist_ok=True)
+        (ctx / "src" / f"f{i}").write_text(str(i))
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY src/ /src/\n")
+
+    def started() -> list[str]:
+        r = run_pybuild(work / "root", "build", "--progress", "rawjson", str(ctx))
+        assert r.code == 0, r.err
+        return [e["name"] for e in map(json.loads, r.out.splitlines())
+                if e["type"] == "VertexStarted"]
+
+    # Reading a context the stat cache does not know is shown the way BuildKit shows its
+    # context transfer; once known, a rebuild shows nothing at all.
+    assert started() == ["[internal] load build context", "[2/2] COPY src/ /src/"]
+    assert started() == []
