@@ -113,12 +113,21 @@ def image_blobs(store: ContentStore, descriptor: Descriptor) -> list[Descriptor]
 
 
 def _check_bytes(data: bytes, desc: Descriptor, *, where: str) -> None:
-    if len(data) != desc.size:
+    _check_blob(desc, len(data), Digest.from_bytes(data), where=where)
+
+
+def _too_big(desc: Descriptor, where: str) -> IntegrityError:
+    return IntegrityError(f"blob {desc.digest} in the {where}: size mismatch "
+                          f"(descriptor says {desc.size} bytes, blob is bigger)")
+
+
+def _check_blob(desc: Descriptor, size: int, actual: Digest, *, where: str) -> None:
+    """A blob read or copied whole, against its descriptor."""
+    if size != desc.size:
         raise IntegrityError(
             f"blob {desc.digest} in the {where}: size mismatch "
-            f"(descriptor says {desc.size} bytes, blob has {len(data)})"
+            f"(descriptor says {desc.size} bytes, blob has {size})"
         )
-    actual = Digest.from_bytes(data)
     if actual != desc.digest:
         raise IntegrityError(
             f"blob {desc.digest} in the {where}: digest mismatch (content hashes to {actual})"
@@ -145,10 +154,7 @@ class VerifyingReader(io.RawIOBase):
             self._sha.update(memoryview(b)[:n])
             self._size += n
             if self._size > self._desc.size:
-                raise IntegrityError(
-                    f"blob {self._desc.digest} in the {self._where}: size mismatch "
-                    f"(descriptor says {self._desc.size} bytes, blob is bigger)"
-                )
+                raise _too_big(self._desc, self._where)
         else:
             self.finish()
         return n or 0
@@ -156,17 +162,8 @@ class VerifyingReader(io.RawIOBase):
     def finish(self) -> None:
         if self.verified:
             return
-        if self._size != self._desc.size:
-            raise IntegrityError(
-                f"blob {self._desc.digest} in the {self._where}: size mismatch "
-                f"(descriptor says {self._desc.size} bytes, blob has {self._size})"
-            )
-        actual = Digest.from_hex(self._sha.hexdigest())
-        if actual != self._desc.digest:
-            raise IntegrityError(
-                f"blob {self._desc.digest} in the {self._where}: digest mismatch "
-                f"(content hashes to {actual})"
-            )
+        _check_blob(self._desc, self._size, Digest.from_hex(self._sha.hexdigest()),
+                    where=self._where)
         self.verified = True
 
 
@@ -196,10 +193,7 @@ def _copy_blob_to_file(store: ContentStore, desc: Descriptor, dst: IO[bytes], fd
     with store.open(desc.digest) as f:
         size = os.fstat(f.fileno()).st_size
         if size > desc.size:
-            raise IntegrityError(
-                f"blob {desc.digest} in the {where}: size mismatch "
-                f"(descriptor says {desc.size} bytes, blob is bigger)"
-            )
+            raise _too_big(desc, where)
         dst.flush()
         writer = FileHashWriter(fd)
         try:
@@ -209,16 +203,7 @@ def _copy_blob_to_file(store: ContentStore, desc: Descriptor, dst: IO[bytes], fd
             writer.abort()
             raise
     dst.seek(os.lseek(fd, 0, os.SEEK_CUR))  # past the blob, written through the descriptor
-    if copied != desc.size:
-        raise IntegrityError(
-            f"blob {desc.digest} in the {where}: size mismatch "
-            f"(descriptor says {desc.size} bytes, blob has {copied})"
-        )
-    actual = Digest.from_hex(digest_hex)
-    if actual != desc.digest:
-        raise IntegrityError(
-            f"blob {desc.digest} in the {where}: digest mismatch (content hashes to {actual})"
-        )
+    _check_blob(desc, copied, Digest.from_hex(digest_hex), where=where)
 
 
 # -- names --------------------------------------------------------------------------
