@@ -219,40 +219,18 @@ def _cache_manifest(data: bytes, where: str) -> Manifest:
 
 def _import_local(option: CacheOption, store: ContentStore,
                   cache: ImportedCache) -> None:
-    from pybuild.exporters.oci_layout import blob_path
+    from pybuild.exporters.oci_layout import LayoutDir
 
-    root = Path(option.get("src"))
-    index_path = root / "index.json"
-    if not index_path.is_file():
-        raise UserError(f"{root}: no OCI layout here (index.json missing)")
-    tag = option.get("tag", "latest")
-    digest = option.get("digest")
-    index = json.loads(index_path.read_bytes())
-    wanted = None
-    for m in index.get("manifests", []):
-        name = (m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-        if (digest and m.get("digest") == digest) or (not digest and name == tag):
-            wanted = m
-    if wanted is None:
-        raise UserError(f"{root}: no cache tagged {digest or tag!r}")
-
-    def read(desc_digest: str, size: int, what: str) -> bytes:
-        data = (root / blob_path(Digest(desc_digest))).read_bytes()
-        if len(data) != size or Digest.from_bytes(data) != Digest(desc_digest):
-            raise UserError(f"{root}: {what} {desc_digest} is damaged", code="integrity")
-        return data
-
-    manifest = _cache_manifest(read(wanted["digest"], int(wanted["size"]), "manifest"),
-                               f"{root}@{wanted['digest']}")
-    records = _parse_config(read(str(manifest.config.digest), manifest.config.size,
-                                 "cache config"), str(root))
+    layout = LayoutDir(Path(option.get("src")))
+    entry = layout.select(option.get("digest") or option.get("tag", "latest"))
+    manifest = _cache_manifest(layout.read(entry), f"{layout.where}@{entry.digest}")
+    records = _parse_config(layout.read(manifest.config), layout.where)
 
     def fetch(blobs: list[Descriptor]) -> None:
         for desc in blobs:
-            with open(root / blob_path(desc.digest), "rb") as f:
-                store.copy_from(f, expected=desc.digest, expected_size=desc.size)
+            layout.copy_into(store, desc)
 
-    cache.add(f"local:{root}", records, fetch)
+    cache.add(f"local:{option.get('src')}", records, fetch)
 
 
 def _import_registry(option: CacheOption, store: ContentStore, cache: ImportedCache,

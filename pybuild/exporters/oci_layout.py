@@ -569,6 +569,31 @@ def _select(entries: tuple[Descriptor, ...], ref: str | None, where: str) -> Des
     )
 
 
+class LayoutDir:
+    """An OCI layout directory read lazily, blob by blob (a build cache's `src=`): every
+    read is checked against its descriptor, as `read_oci_layout` checks them."""
+
+    def __init__(self, root: Path) -> None:
+        self._source = _DirSource(root)
+        self.where = self._source.where
+
+    def select(self, ref: str | None) -> Descriptor:
+        """The index.json entry named `ref` (a ref name, an image name or a digest)."""
+        index = Index.parse(_read_small(self._source, INDEX_FILE),
+                            where=f"{self.where} index.json")
+        return _select(index.manifests, ref, self.where)
+
+    def read(self, desc: Descriptor) -> bytes:
+        """A small blob (a manifest, a config)."""
+        data = _read_small(self._source, blob_path(desc.digest))
+        _check_bytes(data, desc, where=self.where)
+        return data
+
+    def copy_into(self, store: ContentStore, desc: Descriptor) -> None:
+        """Bring one blob into `store` (not again if it is there)."""
+        _import(self._source, store, desc, set(), "the layout's index")
+
+
 def read_oci_layout(path_or_tar: str | os.PathLike[str], store: ContentStore,
                     ref: str | None) -> Descriptor:
     """Import the image named `ref` (or the only one) from a layout directory or archive.
