@@ -235,29 +235,15 @@ def _import_local(option: CacheOption, store: ContentStore,
 
 def _import_registry(option: CacheOption, store: ContentStore, cache: ImportedCache,
                      registry_options: Any) -> None:
-    from pybuild.registry import pull_blobs_sync, resolve_sync, run_sync
-    from pybuild.registry.auth import repository_scope
-    from pybuild.registry.client import RegistryClient
-    from pybuild.registry.pull import as_reference
+    from pybuild.registry import pull_blobs_sync, resolve_sync
 
     ref = option.get("ref")
     desc, data = resolve_sync(ref, options=registry_options)
     manifest = _cache_manifest(data, f"{ref}@{desc.digest}")
-
-    async def config() -> bytes:
-        reference = as_reference(ref)
-        async with RegistryClient(reference.domain, registry_options) as client:
-            url = await client.url(f"/v2/{reference.path}/blobs/{manifest.config.digest}")
-            resp = await client.request("GET", url, repository=reference.path,
-                                        scopes=(repository_scope(reference.path, "pull"),),
-                                        follow_redirects=True, what="cache config",
-                                        digest=manifest.config.digest)
-            return resp.content
-
-    raw = run_sync(config())
-    if Digest.from_bytes(raw) != manifest.config.digest:
-        raise UserError(f"{ref}: the cache config does not match its digest", code="integrity")
-    records = _parse_config(raw, ref)
+    # The config comes through the same verified blob fetch as the layers (into the store,
+    # where GC drops it once nothing references it).
+    pull_blobs_sync(ref, [manifest.config], store, options=registry_options)
+    records = _parse_config(store.read(manifest.config.digest, what="cache config"), ref)
     cache.add(f"registry:{ref}", records,
               lambda blobs: pull_blobs_sync(ref, blobs, store, options=registry_options))
 
