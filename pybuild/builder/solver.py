@@ -437,24 +437,11 @@ class Solver:
                 self.cache.touch(key)
                 self.events(VertexCached(digest=str(digest), name=name))
                 return key, solved
-        imported = None if ignore or self.opts.imported_cache is None else (
-            self.opts.imported_cache.get(key))
+        imported = None if ignore else await self._from_imported(key, name)
         if imported is not None:
-            # --cache-from has it: fetch its layers, keep the record locally.
-            try:
-                await asyncio.to_thread(self.opts.imported_cache.fetch,  # type: ignore[union-attr]
-                                        self.store, imported)
-            except (PybuildError, OSError) as exc:
-                why = exc.message if isinstance(exc, PybuildError) else str(exc)
-                self.events(Notice(f"{name}: cached result from {imported['source']} "
-                                   f"unusable ({why}); running the step", level="warning"))
-            else:
-                solved = Solved.from_json(imported["result"])
-                self.cache.put(key, step=step, parts=parts, result=solved.to_json(),
-                               size=sum(x.size for x in solved.real_layers[-1:]),
-                               description=name, created=solved.created)
-                self.events(VertexCached(digest=str(digest), name=name))
-                return key, solved
+            self._record(key, step, parts, name, imported)  # local from now on
+            self.events(VertexCached(digest=str(digest), name=name))
+            return key, imported
         reason = ("--no-cache" if ignore else
                   explain_miss(self.cache.latest_for_step(step), parts, meta))
         self.misses[name] = reason
@@ -472,12 +459,32 @@ class Solver:
             self.events(VertexFailed(digest=str(digest), name=name, error=exc.message))
             raise _located(exc, meta) from None
         self.executed.append(name)
-        self.cache.put(key, step=step, parts=parts, result=solved.to_json(),
-                       size=sum(x.size for x in solved.real_layers[-1:]),
-                       description=name, created=solved.created)
+        self._record(key, step, parts, name, solved)
         self.events(VertexDone(digest=str(digest), name=name,
                                seconds=time.monotonic() - start))
         return key, solved
+
+    def _record(self, key: str, step: str, parts: dict[str, Any], name: str,
+                solved: Solved) -> None:
+        self.cache.put(key, step=step, parts=parts, result=solved.to_json(),
+                       size=sum(x.size for x in solved.real_layers[-1:]),
+                       description=name, created=solved.created)
+
+    async def _from_imported(self, key: str, name: str) -> Solved | None:
+        """A --cache-from record for `key`, its layers fetched into the store; None if
+        there is none or its layers cannot be had (then the step runs)."""
+        imported = self.opts.imported_cache
+        record = imported.get(key) if imported is not None else None
+        if imported is None or record is None:
+            return None
+        try:
+            await asyncio.to_thread(imported.fetch, self.store, record)
+        except (PybuildError, OSError) as exc:
+            why = exc.message if isinstance(exc, PybuildError) else str(exc)
+            self.events(Notice(f"{name}: cached result from {record['source']} unusable "
+                               f"({why}); running the step", level="warning"))
+            return None
+        return Solved.from_json(record["result"])
 
     # -- snapshots ----------------------------------------------------------------------
 
