@@ -542,7 +542,7 @@ class Solver:
                     inputs: list[tuple[str, Solved]]) -> Solved:
         import contextlib
 
-        by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
+        by_op = _by_op(op, inputs)
         base = by_op[op.rootfs.op] if op.rootfs is not None else Solved(layers=())
         lowers = await self._ensure_snapshots(base)
         mounts = []
@@ -697,7 +697,7 @@ class Solver:
     async def _file(self, digest: Digest, op: FileOp, meta: OpMetadata,
                     inputs: list[tuple[str, Solved]],
                     selections: dict[int, list[ContextEntry]]) -> Solved:
-        by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
+        by_op = _by_op(op, inputs)
         base = by_op[op.base.op] if op.base is not None else Solved(layers=())
         direct = self._prewritten.pop(digest, None)
         if direct is None and 0 in selections:
@@ -814,8 +814,7 @@ class Solver:
                   if stat.S_ISREG(e.st.st_mode)]
         unknown = sum(1 for e in sample if not ctx.stat_cache.known(e.path, e.st))
         if len(entries) >= _PREWRITE_MIN_FILES and unknown * 2 > len(sample):
-            by_op = {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
-            base = by_op[op.base.op] if op.base is not None else Solved(layers=())
+            base = _by_op(op, inputs)[op.base.op] if op.base is not None else Solved(layers=())
             # Shown as BuildKit shows its context transfer: a vertex of its own.
             vertex, label = f"context:{digest}", "[internal] load build context"
             self.events(VertexStarted(digest=vertex, name=label))
@@ -832,6 +831,11 @@ class Solver:
 
 # Below this many files a context COPY is cheap to read twice; above it, reading once pays.
 _PREWRITE_MIN_FILES = 64
+
+
+def _by_op(op: ExecOp | FileOp, inputs: list[tuple[str, Solved]]) -> dict[Digest, Solved]:
+    """The solved inputs of `op`, by the digest of the op that made each."""
+    return {i.op: s for i, (_, s) in zip(op.inputs(), inputs, strict=True)}
 
 
 def _file_digests(ctx: BuildContext, entries: list[ContextEntry]) -> dict[str, str]:
