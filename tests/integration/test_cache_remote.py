@@ -7,7 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.integration.conftest import _import_base, run_pybuild, tool, traversable_dir
+from tests.integration.conftest import (
+    _import_base,
+    run_pybuild,
+    tool,
+    traversable_dir,
+    umoci_rootfs,
+)
 from tests.registry_fixture import RunningRegistry, registry  # noqa: F401
 
 DOCKERFILE = """\
@@ -83,6 +89,12 @@ def test_local_cache_round_trip(tmp_path: Path, base_layout: Path) -> None:
     assert started == []
     assert sum(e["type"] == "VertexCached" for e in events) >= 5
     assert _diff_ids(second) == _diff_ids(first)
+    # The image made of imported layers unpacks with an independent tool.
+    files = umoci_rootfs(second, "app:1", tmp_path)
+    assert (files / "app" / "copy").read_text() == "app\n"
+    assert (files / "app" / "deps.txt").read_text() == "deps\n"
+    assert (files / "app" / "listing").read_text().split() == [
+        "app.txt", "copy", "deps.txt", "listing", "token-prefix"]
     # The imported records are local now: no cache-from needed any more.
     started, _ = _build(second, ctx)
     assert started == []
