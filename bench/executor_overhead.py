@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pybuild.api import BuildRequest, Stores, build  # noqa: E402
+from pybuild.api import Builder, BuildRequest  # noqa: E402
 from pybuild.builder.events import Event, VertexDone, VertexStarted  # noqa: E402
 from pybuild.testimages.busybox import build_busybox_layout, import_into_store  # noqa: E402
 
@@ -44,13 +44,14 @@ class StepTimer:
             self.durations[ev.name] = time.perf_counter() - self.started[ev.digest]
 
 
-def _root() -> tuple[Path, Stores]:
+def _root() -> tuple[Path, Builder]:
     base = Path(tempfile.mkdtemp(prefix="pybuild-bench-", dir="/var/tmp"))
     base.chmod(0o755)
     layout = build_busybox_layout(REPO / "testdata" / "generated" / "busybox")
-    stores = Stores(base / "root")
-    import_into_store(stores.content, stores.images, layout, name="busybox:latest")
-    return base, stores
+    builder = Builder(base / "root")
+    import_into_store(builder.root.content, builder.root.images, layout,
+                      name="busybox:latest")
+    return base, builder
 
 
 def _ctx(base: Path, name: str, dockerfile: str) -> str:
@@ -61,16 +62,17 @@ def _ctx(base: Path, name: str, dockerfile: str) -> str:
 
 
 def bench_steps(steps: int, runtime: str) -> None:
-    base, stores = _root()
+    base, builder = _root()
     try:
         # Warm the sandbox start, runtime probe and base snapshot first.
         warm = _ctx(base, "warm", "FROM busybox\nRUN true # warm\n")
-        build(BuildRequest(context=warm, runtime=runtime, max_parallelism=1), stores)
+        builder.build(BuildRequest(context=warm, runtime=runtime, max_parallelism=1))
         lines = ["FROM busybox"] + [f"RUN true # {i}" for i in range(steps)]
         ctx = _ctx(base, "steps", "\n".join(lines) + "\n")
         timer = StepTimer()
         t0 = time.perf_counter()
-        build(BuildRequest(context=ctx, runtime=runtime, max_parallelism=1), stores, timer)
+        builder.build(BuildRequest(context=ctx, runtime=runtime, max_parallelism=1),
+                      on_event=timer)
         total = time.perf_counter() - t0
         per = sorted(v * 1000 for v in timer.durations.values())
         print(f"runtime={runtime or 'auto'} steps={len(per)} total={total:.2f}s "
@@ -82,14 +84,14 @@ def bench_steps(steps: int, runtime: str) -> None:
 
 
 def bench_big(mb: int, runtime: str) -> None:
-    base, stores = _root()
+    base, builder = _root()
     try:
         ctx = _ctx(base, "big", "FROM busybox\n"
                    f"RUN dd if=/dev/urandom of=/big bs=1M count={mb} 2>/dev/null\n")
-        result = build(BuildRequest(context=ctx, runtime=runtime), stores)
+        result = builder.build(BuildRequest(context=ctx, runtime=runtime))
         # The daemon's diff of the step plus storing the blob (fsync included), timed where
         # it happens, not by subtracting the file's creation from the step.
-        ours = next(iter(result.layer_seconds.values()))
+        ours = result.steps[-1].layer_seconds
         gen = base / "gen"
         gen.mkdir()
         subprocess.run(f"dd if=/dev/urandom of={gen}/big bs=1M count={mb} 2>/dev/null",

@@ -55,13 +55,13 @@ class Bench:
         self.layout = REPO / "testdata" / "generated" / "busybox" / "oci"
 
     def fresh_root(self) -> Path:
-        from pybuild.api import Stores
+        from pybuild.root import Root
         from pybuild.testimages.busybox import build_busybox_layout, import_into_store
 
         root = self.work / f"root-{time.monotonic_ns()}"
         if not self.layout.is_dir():
             build_busybox_layout(self.layout.parent)
-        stores = Stores(root)
+        stores = Root(root)
         import_into_store(stores.content, stores.images, self.layout, name="busybox:latest")
         return root
 

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         layout = build_busybox_layout(args.out, epoch=args.epoch)
         print(f"busybox layout: {layout}")
         if args.store_root is not None or args.import_default:
-            from pybuild.api import Stores
+            from pybuild.root import Root
 
-            stores = Stores(args.store_root)
+            stores = Root(args.store_root)
             desc = import_into_store(stores.content, stores.images, layout, name=REF_NAME)
-            print(f"imported {REF_NAME} ({desc.digest}) into {stores.roots.root}")
+            print(f"imported {REF_NAME} ({desc.digest}) into {stores.path}")
     except PybuildError as exc:
         print(f"make_base: {exc}" + (f"\n  hint: {exc.hint}" if exc.hint else ""),
               file=sys.stderr)

@@ -32,6 +32,7 @@ from pybuild.builder.events import (
 )
 from pybuild.builder.executor.client import LazySandbox
 from pybuild.builder.executor.idmap import IdMap
+from pybuild.builder.result import LayerRef, Solved
 from pybuild.cache.store import CacheRecord, CacheStore
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import read_config, read_manifest
@@ -58,49 +59,6 @@ KEY_SCHEME = "pybuild-cache-v1"
 CONTEXT_SOURCE = "local://context"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LayerRef:
-    digest: Digest
-    diff_id: Digest
-    size: int
-    media_type: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"digest": self.digest, "diff_id": self.diff_id, "size": self.size,
-                "media_type": self.media_type}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> LayerRef:
-        return cls(digest=Digest(d["digest"]), diff_id=Digest(d["diff_id"]), size=int(d["size"]),
-                   media_type=str(d["media_type"]))
-
-    @property
-    def snapshot_name(self) -> str:
-        return self.diff_id.hex[:24]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Solved:
-    """A filesystem: its layers bottom-up; None marks a step whose diff was empty."""
-
-    layers: tuple[LayerRef | None, ...]
-    created: float = 0.0
-    context: bool = False  # the build context itself (only as a copy/mount source)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"layers": [x.to_json() if x else None for x in self.layers],
-                "created": self.created}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Solved:
-        return cls(layers=tuple(LayerRef.from_json(x) if x else None for x in d["layers"]),
-                   created=float(d.get("created", 0.0)))
-
-    @property
-    def real_layers(self) -> list[LayerRef]:
-        return [x for x in self.layers if x is not None]
-
-
 @dataclass(slots=True)
 class SolverOptions:
     root: Path  # the pybuild root
@@ -114,7 +72,7 @@ class SolverOptions:
     network_default: str = "host"
     source_date_epoch: int | None = None
     cache_root: str = ""
-    # --secret: (id, "file" | "env", path or variable name); --ssh: (id, socket or "")
+    # --secret: (id, "file" | "value", path or the value); --ssh: (id, socket)
     secrets: tuple[tuple[str, str, str], ...] = ()
     ssh: tuple[tuple[str, str], ...] = ()
     imported_cache: ImportedCache | None = None  # --cache-from records
@@ -653,9 +611,8 @@ class Solver:
             data: bytes | None = None
             if sec.id in given:
                 kind, value = given[sec.id]
-                if kind == "env":
-                    env_value = os.environ.get(value)
-                    data = env_value.encode() if env_value is not None else None
+                if kind == "value":  # read by the caller (an environment variable, bytes)
+                    data = value.encode("utf-8", "surrogateescape")
                 else:
                     try:
                         with open(value, "rb") as f:

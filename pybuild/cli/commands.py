@@ -1,33 +1,58 @@
-"""The subcommands' bodies."""
+"""The subcommands' bodies: command-line strings in, typed values to the `Builder`, its
+answers printed."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
-    from pybuild.cli.main import Prestart
+    from pybuild.api import Builder
+    from pybuild.builder.events import EventSink
+    from pybuild.registry import RegistryOptions
+    from pybuild.request import BuildRequest, Secret, SSHAgent
 
 
-def _progress(mode: str, quiet: bool) -> Any:
+class Progress:
+    """An event sink the build's output goes to, closed when the build ends."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    def __call__(self, event: Any) -> None:
+        self.sink(event)
+
+    def close(self) -> None:
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()
+
+
+def _progress(mode: str, quiet: bool) -> Progress:
     from pybuild.cli.render import JsonProgress, PlainProgress, QuietProgress
 
     if quiet or mode == "quiet":
-        return QuietProgress()
+        return Progress(QuietProgress())
     if mode == "rawjson":
-        return JsonProgress()
+        return Progress(JsonProgress())
     if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
         from pybuild.cli.tty import TtyProgress
 
-        return TtyProgress()
-    return PlainProgress()
+        return Progress(TtyProgress())
+    return Progress(PlainProgress())
 
 
-def registry_options(args: argparse.Namespace) -> Any:
+def _stdout() -> Any:
+    """Where a tarball output without dest goes: stdout, unless it is a terminal."""
+    return None if sys.stdout.isatty() else sys.stdout.buffer
+
+
+def registry_options(args: argparse.Namespace) -> RegistryOptions | None:
     """--creds/--authfile/--insecure/--ca-cert as RegistryOptions (None if none given)."""
     from pathlib import Path
 
@@ -44,242 +69,193 @@ def registry_options(args: argparse.Namespace) -> Any:
     )
 
 
-def _parse_secret(text: str) -> tuple[str, str, str]:
+def parse_secret(text: str) -> Secret:
+    """buildx's `--secret id=ID,src=FILE` / `id=ID,env=VAR` / `src=FILE` (id = basename)."""
+    from pybuild.request import Secret
+
     fields = dict(f.partition("=")[::2] for f in text.split(","))
     sid = fields.get("id", "")
     kind_value = [(k, fields[k]) for k in ("src", "source", "env") if fields.get(k)]
     if not sid and kind_value and kind_value[0][0] != "env":
-        import os
-
         sid = os.path.basename(kind_value[0][1])
     if not sid or len(kind_value) != 1:
         raise UserError(f"invalid --secret {text!r}: use id=ID,src=FILE or id=ID,env=VAR")
     kind, value = kind_value[0]
-    return sid, "env" if kind == "env" else "file", value
+    return Secret.from_env(sid, value) if kind == "env" else Secret.from_file(sid, value)
 
 
-def _parse_ssh(text: str) -> tuple[str, str]:
+def parse_ssh(text: str) -> SSHAgent:
+    from pybuild.request import SSHAgent
+
     sid, _, path = text.partition("=")
     if not sid:
         raise UserError(f"invalid --ssh {text!r}: use default or ID=SOCKET")
-    return sid, path
+    return SSHAgent(id=sid, socket=path)
 
 
-def _parse_named(text: str) -> tuple[str, str]:
+def parse_named_context(text: str) -> tuple[str, Any]:
+    from pybuild.frontend.convert import NamedContext
+
     name, eq, value = text.partition("=")
     if not eq or not name or not value:
         raise UserError(f"invalid --build-context {text!r}: use NAME=VALUE")
-    return name, value
+    return name, NamedContext.parse(value)
 
 
-def pull(stores: Any, args: argparse.Namespace) -> int:
-    from pybuild.api import pull_image
-    from pybuild.oci.platform import Platform, host
+def parse_platforms(text: str) -> tuple[Any, ...]:
+    from pybuild.oci.platform import Platform
 
-    platforms = None if args.all_platforms else [
-        Platform.parse(args.platform) if args.platform else host()]
-    desc, name = pull_image(stores, args.image, platforms, registry_options(args))
-    print(f"pulled {name} {desc.digest}")
-    return 0
+    if not text:
+        return ()
+    return tuple(dict.fromkeys(Platform.parse(p) for p in text.split(",")))
 
 
-def push(stores: Any, args: argparse.Namespace) -> int:
-    from pybuild.api import push_image
-    from pybuild.oci.reference import Reference
-
-    rec = stores.images.get(args.image)
-    dest = Reference.parse(args.destination or args.image)
-    print(f"pushed {push_image(stores, rec.descriptor, dest, registry_options(args))}")
-    return 0
-
-
-def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, str], ...],
-          labels: tuple[tuple[str, str], ...], prestart: Prestart | None = None) -> int:
-    """`prestart`: the sandbox daemon `main` may have started first thing."""
-    import os
-
-    from pybuild.api import BuildRequest
-    from pybuild.api import build as run_build
+def build_request(args: argparse.Namespace, build_args: tuple[tuple[str, str], ...],
+                  labels: tuple[tuple[str, str], ...]) -> BuildRequest:
+    from pybuild.api import parse_output
+    from pybuild.request import BuildRequest
 
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     for key, value in build_args:
         if key == "SOURCE_DATE_EPOCH":
             epoch = value
-    req = BuildRequest(
-        context=args.context, dockerfile=args.file, tags=tuple(args.tag),
-        build_args=build_args, target=args.target, platform=args.platform, labels=labels,
-        no_cache=args.no_cache, no_cache_filter=tuple(args.no_cache_filter),
-        network=args.network, runtime=args.runtime, compression=args.compression,
-        max_parallelism=args.max_parallelism,
-        source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
-        outputs=tuple(args.output),
-        secrets=tuple(_parse_secret(x) for x in args.secret),
-        ssh=tuple(_parse_ssh(x) for x in args.ssh),
-        named_contexts=tuple(_parse_named(x) for x in args.build_context),
-        registry=registry_options(args), pull=args.pull != "never",
-        cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
-    )
-    progress = _progress(args.progress, args.quiet)
-    try:
-        result = run_build(req, stores, progress,
-                           daemon=prestart.daemon if prestart is not None else None)
-    finally:
-        if hasattr(progress, "close"):
-            progress.close()
-    if prestart is not None:
-        prestart.record(bool(result.executed))
-    outputs = list(args.output)
+    outputs = [parse_output(x) for x in args.output]
     if args.push:  # buildx: --push is -o type=image,push=true for the -t names
         if not args.tag:
             raise UserError("--push needs at least one -t NAME to push to")
-        outputs += [f"type=image,push=true,name={tag}" for tag in args.tag]
-    for spec in outputs:
-        _export_descriptor(stores, result.manifest, spec, default_name=(args.tag or [""])[0],
-                           registry=registry_options(args), compression=args.compression)
-    if args.iidfile:
-        with open(args.iidfile, "w") as f:
-            f.write(result.manifest.digest)
-    if args.metadata_file:
-        meta = {
-            "containerimage.digest": str(result.manifest.digest),
-            "containerimage.config.digest": str(result.config_digest),
-            "containerimage.descriptor": result.manifest.to_json(),
-            "image.name": ",".join(result.tags),
-            "pybuild.steps.executed": result.executed,
-            "pybuild.steps.not_cached_because": result.misses,
-        }
-        with open(args.metadata_file, "w") as f:
-            json.dump(meta, f, indent=2)
+        outputs.append(parse_output("type=image,push=true"))
+    cache_from: tuple[Any, ...] = ()
+    cache_to: tuple[Any, ...] = ()
+    if args.cache_from or args.cache_to:
+        from pybuild.cache.remote import parse_cache_option
+
+        cache_from = tuple(parse_cache_option(x, flag="--cache-from") for x in args.cache_from)
+        cache_to = tuple(parse_cache_option(x, flag="--cache-to") for x in args.cache_to)
+    return BuildRequest(
+        context=args.context, dockerfile=args.file, tags=tuple(args.tag),
+        build_args=build_args, target=args.target, platforms=parse_platforms(args.platform),
+        labels=labels, no_cache=args.no_cache, no_cache_filter=tuple(args.no_cache_filter),
+        network=args.network, runtime=args.runtime, compression=args.compression,
+        max_parallelism=args.max_parallelism,
+        source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
+        outputs=tuple(outputs),
+        secrets=tuple(parse_secret(x) for x in args.secret),
+        ssh=tuple(parse_ssh(x) for x in args.ssh),
+        named_contexts=tuple(parse_named_context(x) for x in args.build_context),
+        registry=registry_options(args), pull=args.pull != "never",
+        cache_from=cache_from, cache_to=cache_to,
+        iidfile=args.iidfile, metadata_file=args.metadata_file,
+    )
+
+
+def build(args: argparse.Namespace, builder: Builder, build_args: tuple[tuple[str, str], ...],
+          labels: tuple[tuple[str, str], ...]) -> int:
+    req = build_request(args, build_args, labels)
+    progress = _progress(args.progress, args.quiet)
+    try:
+        result = builder.build(req, on_event=progress, stdout=_stdout(), handle_sigterm=True)
+    finally:
+        progress.close()
+    for pushed in result.pushed:
+        print(f"pushed {pushed}", file=sys.stderr)
     if args.explain:
-        if not result.misses:
+        if not result.steps:
             print("explain: every step was cached", file=sys.stderr)
-        for name, reason in result.misses.items():
-            print(f"explain: {name}: {reason}", file=sys.stderr)
+        for step in result.steps:
+            print(f"explain: {step.name}: {step.reason}", file=sys.stderr)
+    digest = result.pushed[0].digest if result.pushed else result.image.digest
     if args.quiet:
-        print(result.manifest.digest)
+        print(digest)
     else:
         names = ", ".join(result.tags) if result.tags else "(untagged)"
-        print(f"built {names} {result.manifest.digest}", file=sys.stderr)
+        print(f"built {names} {digest}", file=sys.stderr)
     return 0
 
 
-def images(stores: Any) -> int:
-    from pybuild.content.walk import platforms_of
+def images(builder: Builder) -> int:
+    from pybuild.units import human_size
 
     rows = [("NAME", "DIGEST", "PLATFORMS", "SIZE", "CREATED")]
-    for rec in stores.images.list():
-        from pybuild.oci.reference import Reference
-
-        try:
-            plats = platforms_of(stores.content, rec.descriptor)
-            platforms = ",".join(str(p) for _, p in plats)
-            size = _human(_image_size(stores, rec.descriptor))
-        except UserError as exc:
-            platforms, size = f"(broken: {exc.message[:40]})", "-"
-        rows.append((Reference.parse(rec.name).familiar, rec.descriptor.digest.hex[:12],
-                     platforms, size, rec.created))
+    for img in builder.images():
+        if img.broken:
+            platforms, size = f"(broken: {img.broken[:40]})", "-"
+        else:
+            platforms, size = ",".join(str(p) for p in img.platforms), human_size(img.size)
+        rows.append((img.name, img.digest.partition(":")[2][:12], platforms, size,
+                     img.created))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
-def _image_size(stores: Any, desc: Any) -> int:
-    from pybuild.content.walk import reachable
-
-    return sum(stores.content.size(d) for d in reachable(stores.content, [desc])
-               if stores.content.has(d))
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.1f}{unit}" if unit != "B" else f"{int(size)}B"
-        size /= 1000
-    return f"{n}B"
-
-
-def _resolve(stores: Any, image: str, platform: str) -> Any:
-    from pybuild.content.walk import resolve_platform
-    from pybuild.oci import mediatypes as mt
-    from pybuild.oci.platform import Platform
-
-    rec = stores.images.get(image)
-    desc = rec.descriptor
-    if platform or desc.media_type in mt.INDEX_TYPES:
-        from pybuild.oci.platform import host
-
-        desc = resolve_platform(stores.content, desc,
-                                Platform.parse(platform) if platform else host(), name=image)
-    return rec, desc
-
-
-def inspect(stores: Any, image: str, platform: str) -> int:
-    from pybuild.content.walk import read_config, read_manifest
-
-    rec, desc = _resolve(stores, image, platform)
-    manifest = read_manifest(stores.content, desc)
-    config = read_config(stores.content, manifest)
+def inspect(builder: Builder, image: str, platform: str) -> int:
+    details = builder.inspect(image, _platform(platform))
     out = {
-        "name": rec.name,
-        "descriptor": rec.descriptor.to_json(),
-        "manifest_digest": str(desc.digest),
-        "manifest": manifest.to_json(),
-        "config": config.to_json(),
+        "name": details.name,
+        "descriptor": details.descriptor.to_json(),
+        "manifest_digest": str(details.manifest_descriptor.digest),
+        "manifest": details.manifest.to_json(),
+        "config": details.config.to_json(),
     }
     print(json.dumps(out, indent=2))
     return 0
 
 
-def tag(stores: Any, source: str, target: str) -> int:
+def _platform(text: str) -> Any:
+    from pybuild.oci.platform import Platform
+
+    return Platform.parse(text) if text else None
+
+
+def tag(builder: Builder, source: str, target: str) -> int:
+    builder.tag(source, target)
+    return 0
+
+
+def rmi(builder: Builder, names: list[str]) -> int:
+    for name in names:
+        print(f"Untagged: {name} ({builder.untag(name).digest})")
+    return 0
+
+
+def load(builder: Builder, path: str, tags: list[str]) -> int:
+    report = builder.load(path, tuple(tags))
+    for name in report.names:
+        print(f"Loaded image: {name} ({report.descriptor.digest})")
+    return 0
+
+
+def export(builder: Builder, image: str, outputs: list[str], platform: str) -> int:
+    from pybuild.api import parse_output
+
+    specs = [parse_output(x) for x in outputs]
+    for spec in specs:
+        report = builder.export(image, spec, platform=_platform(platform), stdout=_stdout())
+        print(f"exported {report.descriptor.digest} to {report.describe()}", file=sys.stderr)
+    return 0
+
+
+def pull(builder: Builder, args: argparse.Namespace) -> int:
+    from pybuild.oci.platform import host
+
+    platforms = None if args.all_platforms else [_platform(args.platform) or host()]
+    desc = builder.pull(args.image, platforms, registry=registry_options(args))
     from pybuild.oci.reference import Reference
 
-    rec = stores.images.get(source)
-    stores.images.put(Reference.parse(target), rec.descriptor, rec.created)
+    print(f"pulled {Reference.parse(args.image).familiar} {desc.digest}")
     return 0
 
 
-def rmi(stores: Any, names: list[str]) -> int:
-    for name in names:
-        rec = stores.images.remove(name)
-        print(f"Untagged: {name} ({rec.descriptor.digest})")
+def push(builder: Builder, args: argparse.Namespace) -> int:
+    report = builder.push(args.image, args.destination, registry=registry_options(args))
+    print(f"pushed {report}")
     return 0
 
 
-def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = "",
-                       registry: Any = None, compression: str = "gzip") -> None:
-    from pybuild.api import export_image
-
-    what = export_image(stores, desc, spec, default_name, registry=registry,
-                        compression=compression)
-    print(f"exported {desc.digest} to {what}", file=sys.stderr)
-
-
-def load(stores: Any, path: str, tags: list[str]) -> int:
-    from pybuild.api import load_image
-
-    desc, names = load_image(stores, path, tuple(tags))
-    for name in names:
-        print(f"Loaded image: {name} ({desc.digest})")
-    return 0
-
-
-def export(stores: Any, image: str, outputs: list[str], platform: str) -> int:
-    from pybuild.oci.reference import Reference
-
-    rec = stores.images.get(image)
-    desc = rec.descriptor
-    if platform:
-        _, desc = _resolve(stores, image, platform)
-    for spec in outputs:
-        _export_descriptor(stores, desc, spec, default_name=Reference.parse(image).familiar)
-    return 0
-
-
-def prune(stores: Any, everything: bool, filters: list[str], keep_storage: str) -> int:
-    from pybuild.api import parse_duration, parse_size
-    from pybuild.api import prune as run_prune
+def prune(builder: Builder, everything: bool, filters: list[str], keep_storage: str) -> int:
+    from pybuild.gc import PrunePolicy
+    from pybuild.units import human_size, parse_duration, parse_size
 
     until = None
     for f in filters:
@@ -287,24 +263,23 @@ def prune(stores: Any, everything: bool, filters: list[str], keep_storage: str) 
         if key != "until" or not value:
             raise UserError(f"unsupported filter {f!r}: only until=DURATION is supported")
         until = parse_duration(value)
-    report = run_prune(stores, everything=everything, until=until,
-                       keep_storage=parse_size(keep_storage) if keep_storage else None)
+    report = builder.prune(PrunePolicy(
+        everything=everything, until=until,
+        keep_storage=parse_size(keep_storage) if keep_storage else None))
     print(f"removed {report.records_removed} cache records, {report.blobs_removed} blobs "
-          f"and {report.dirs_removed} cache mounts or downloads; {_human(report.bytes_freed)}"
-          " of blobs freed")
+          f"and {report.dirs_removed} cache mounts or downloads; "
+          f"{human_size(report.bytes_freed)} of blobs freed")
     return 0
 
 
-def du(stores: Any) -> int:
-    from pybuild.content.gc import disk_usage
+def du(builder: Builder) -> int:
+    from pybuild.units import human_size
 
-    rows = disk_usage(stores)
     print(f"{'KIND':<6} {'ID':<12} {'SIZE':>9}  {'LAST USED':<20}  DESCRIPTION")
-    for r in rows:
-        print(f"{r['kind']:<6} {r['id'][-12:]:<12} {_human(r['size']):>9}  "
-              f"{r['last_used']:<20}  {r['description']}")
-    total = sum(stores.content.size(d) for d in stores.content.digests())
-    print(f"total in the content store: {_human(total)}")
+    for r in builder.disk_usage():
+        print(f"{r.kind:<6} {r.id[-12:]:<12} {human_size(r.size):>9}  "
+              f"{r.last_used:<20}  {r.description}")
+    print(f"total in the content store: {human_size(builder.content_size())}")
     return 0
 
 
@@ -321,23 +296,15 @@ def debug_ast(path: str) -> int:
     return 0
 
 
-def debug_dag(args: argparse.Namespace, stores: Any,
+def debug_dag(args: argparse.Namespace, builder: Builder,
               build_args: tuple[tuple[str, str], ...]) -> int:
-    import os
+    from pybuild.request import BuildRequest
 
-    from pybuild.api import BuildRequest, LocalResolver, _read_dockerfile, _read_ignore
-    from pybuild.frontend.convert import FrontendOptions, compile_dockerfile
-    from pybuild.oci.platform import Platform
-
-    req = BuildRequest(context=args.context, dockerfile=args.file)
-    data, path = _read_dockerfile(req)
-    patterns, _ = _read_ignore(args.context, path)
-    fe = compile_dockerfile(FrontendOptions(
-        dockerfile=data, filename=os.path.relpath(path), build_args=build_args,
-        target=args.target, platform=Platform.parse(args.platform) if args.platform else None,
-        dockerignore=tuple(patterns)), LocalResolver(stores))
+    req = BuildRequest(context=args.context, dockerfile=args.file, build_args=build_args,
+                       target=args.target, platforms=parse_platforms(args.platform))
+    definition = builder.definition(req)
     if args.format == "dot":
-        sys.stdout.write(fe.definition.to_dot())
+        sys.stdout.write(definition.to_dot())
     else:
-        print(json.dumps(fe.definition.to_json(), indent=2))
+        print(json.dumps(definition.to_json(), indent=2))
     return 0

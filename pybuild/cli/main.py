@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from pybuild.builder.executor.daemon import DaemonProcess
+    from pybuild.api import Builder
+    from pybuild.startup import Prestart
 
 HELP = """pybuild: build OCI container images from Dockerfiles, without a daemon or root.
 
@@ -243,63 +244,6 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-class Prestart:
-    """A sandbox daemon started before anything else for `pybuild build` (its start-up
-    then overlaps with pybuild's), when this command line probably runs steps: the last
-    build with the same command line and working directory did, or none is known."""
-
-    def __init__(self, argv: list[str]) -> None:
-        import zlib
-
-        root = _option(argv, "--root") or os.environ.get("PYBUILD_ROOT", "")
-        if not root:  # (pathlib and its imports, only when needed)
-            from pybuild.content.paths import default_root
-
-            root = str(default_root())
-        base = os.path.abspath(root)
-        key = zlib.crc32("\0".join([os.getcwd(), *argv]).encode())
-        self.marker = os.path.join(base, "cache", "cli-runs", f"{key:08x}")
-        self.daemon: DaemonProcess | None = None
-        try:
-            with open(self.marker, "rb") as f:
-                self._last = f.read()
-        except OSError:
-            self._last = b""
-        if self._last != b"0":
-            from pybuild.builder.executor.daemon import DaemonProcess
-
-            try:
-                self.daemon = DaemonProcess()
-            except OSError:
-                pass  # a guess only: the build starts its own when it needs one
-
-    def record(self, ran: bool) -> None:
-        """Remember whether this command line ran steps."""
-        import contextlib
-
-        if (b"1" if ran else b"0") == self._last:
-            return
-        with contextlib.suppress(OSError):
-            os.makedirs(os.path.dirname(self.marker), exist_ok=True)
-            with open(self.marker, "wb") as f:
-                f.write(b"1" if ran else b"0")
-
-    def close(self) -> None:
-        if self.daemon is not None:
-            self.daemon.discard()  # a no-op once the build has closed it
-
-
-def _option(argv: list[str], name: str) -> str:
-    """The value of a global option, read before parsing (as argparse will read it)."""
-    value = ""
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
 _INTERRUPTED = "pybuild: interrupted; nothing half-written was kept"
 
 
@@ -316,7 +260,11 @@ def _main_with_prestart(argv: list[str] | None) -> int:
     if argv is not None:
         return _main(argv)
     argv = sys.argv[1:]
-    prestart = Prestart(argv) if _wanted(argv) == "build" else None
+    prestart = None
+    if _wanted(argv) == "build":
+        from pybuild.startup import Prestart
+
+        prestart = Prestart(argv)
     try:
         return _main(argv, prestart)
     finally:
@@ -371,12 +319,11 @@ def _main(argv: list[str], prestart: Prestart | None = None) -> int:
         return 143
 
 
-def _stores(args: argparse.Namespace) -> Any:
-    from pathlib import Path
+def _builder(args: argparse.Namespace, prestart: Prestart | None = None) -> Builder:
+    from pybuild.api import Builder
 
-    from pybuild.api import Stores
-
-    return Stores(Path(args.root).absolute() if args.root else None)
+    return Builder(args.root or None,
+                   warmup=prestart.warmup() if prestart is not None else None)
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -385,33 +332,34 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     match args.command:
         case "build":
-            return commands.build(args, _stores(args), _kv_list(args.build_arg, "build arg"),
-                                  _kv_list(args.label, "label"), prestart)
+            return commands.build(args, _builder(args, prestart),
+                                  _kv_list(args.build_arg, "build arg"),
+                                  _kv_list(args.label, "label"))
         case "images":
-            return commands.images(_stores(args))
+            return commands.images(_builder(args))
         case "inspect":
-            return commands.inspect(_stores(args), args.image, args.platform)
+            return commands.inspect(_builder(args), args.image, args.platform)
         case "tag":
-            return commands.tag(_stores(args), args.source, args.target)
+            return commands.tag(_builder(args), args.source, args.target)
         case "rmi":
-            return commands.rmi(_stores(args), args.images)
+            return commands.rmi(_builder(args), args.images)
         case "export":
-            return commands.export(_stores(args), args.image, args.output, args.platform)
+            return commands.export(_builder(args), args.image, args.output, args.platform)
         case "pull":
-            return commands.pull(_stores(args), args)
+            return commands.pull(_builder(args), args)
         case "push":
-            return commands.push(_stores(args), args)
+            return commands.push(_builder(args), args)
         case "load":
-            return commands.load(_stores(args), args.input, args.tag)
+            return commands.load(_builder(args), args.input, args.tag)
         case "prune":
-            return commands.prune(_stores(args), args.all, args.filter, args.keep_storage)
+            return commands.prune(_builder(args), args.all, args.filter, args.keep_storage)
         case "du":
-            return commands.du(_stores(args))
+            return commands.du(_builder(args))
         case "debug":
             if args.debug_command == "ast":
                 return commands.debug_ast(args.dockerfile)
             if args.debug_command == "dag":
-                return commands.debug_dag(args, _stores(args),
+                return commands.debug_dag(args, _builder(args),
                                           _kv_list(args.build_arg, "build arg"))
             parser.parse_args(["debug", "--help"])
     return 0

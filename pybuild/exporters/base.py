@@ -323,9 +323,8 @@ def parse_output(spec: str) -> OutputSpec:
         case "image" | "registry":
             image = _image_options(spec, attrs)
             # type=registry is buildx's shorthand for type=image,push=true.
+            # Without name=, the build's -t names are pushed (as buildx does).
             push = _bool(spec, "push", attrs["push"]) if "push" in attrs else kind == "registry"
-            if push and not image.names:
-                raise _err(spec, "pushing needs name=<reference>")
             return ImageOutput(
                 image=image,
                 push=push,

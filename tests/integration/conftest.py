@@ -38,10 +38,10 @@ def base_layout() -> Path:
 
 
 def _import_base(root: Path, layout: Path) -> None:
-    from pybuild.api import Stores
+    from pybuild.root import Root
     from pybuild.testimages.busybox import import_into_store
 
-    stores = Stores(root)
+    stores = Root(root)
     import_into_store(stores.content, stores.images, layout, name="busybox:latest")
 
 

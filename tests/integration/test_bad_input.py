@@ -76,11 +76,11 @@ def test_failing_run_reports_exit_code_line_and_output(fresh_root: Path, tmp_pat
 
 
 def test_corrupt_blob_is_named_and_store_stays_usable(fresh_root: Path, tmp_path: Path) -> None:
-    from pybuild.api import Stores
     from pybuild.content.walk import read_manifest, resolve_platform
     from pybuild.oci.platform import host
+    from pybuild.root import Root
 
-    stores = Stores(fresh_root)
+    stores = Root(fresh_root)
     desc = resolve_platform(stores.content, stores.images.get("busybox").descriptor, host())
     layer = read_manifest(stores.content, desc).layers[0]
     path = stores.content.blob_path(layer.digest)

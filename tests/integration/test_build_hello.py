@@ -62,10 +62,10 @@ def test_run_output_is_streamed(hello: dict[str, object]) -> None:
 
 
 def test_own_validator_accepts_the_image(shared_root: Path, hello: dict[str, object]) -> None:
-    from pybuild.api import Stores
     from pybuild.oci.validate import validate_image
+    from pybuild.root import Root
 
-    stores = Stores(shared_root)
+    stores = Root(shared_root)
     desc = stores.images.get("hello:1").descriptor
     assert validate_image(stores.content, desc) == [str(desc.digest)]
 

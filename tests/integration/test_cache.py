@@ -147,8 +147,8 @@ def test_two_concurrent_builds_share_one_root(fresh_root: Path, tmp_path: Path) 
 
 def test_sigkill_midway_then_rebuild_reuses_finished_steps(fresh_root: Path,
                                                             tmp_path: Path) -> None:
-    from pybuild.api import Stores
     from pybuild.oci.validate import validate_image
+    from pybuild.root import Root
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -179,7 +179,7 @@ def test_sigkill_midway_then_rebuild_reuses_finished_steps(fresh_root: Path,
         "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n")
     started, _ = _build(fresh_root, ctx, "-t", "killed:2")
     assert [s.split("] ", 1)[1] for s in started] == ["RUN echo two > /two"]
-    stores = Stores(fresh_root)
+    stores = Root(fresh_root)
     desc = stores.images.get("killed:2").descriptor
     assert validate_image(stores.content, desc)
     leftovers = list((fresh_root / "sandbox" / "tmp").iterdir())

@@ -33,7 +33,7 @@ COPY data/sub /sub-only/
 SCRIPT = """\
 import json, sys
 from pathlib import Path
-from pybuild.api import BuildRequest, Stores, build
+from pybuild.api import BuildRequest, Builder
 from pybuild.builder import solver
 
 if sys.argv[3] == "general":
@@ -49,10 +49,10 @@ else:
         calls.append(["prewrite" if len(args) > 3 else "in-step", out is not None])
         return out
     solver.Solver._context_layer = _counted
-stores = Stores(Path(sys.argv[1]))
-r = build(BuildRequest(context=sys.argv[2], source_date_epoch=1000, no_cache=True,
-                       tags=("ctxlayer:test",)), stores)
-manifest = json.loads(stores.content.read(r.manifest.digest))
+builder = Builder(Path(sys.argv[1]))
+r = builder.build(BuildRequest(context=sys.argv[2], source_date_epoch=1000, no_cache=True,
+                               tags=("ctxlayer:test",)))
+manifest = json.loads(builder.root.content.read(r.image.digest))
 print(json.dumps({"layers": [x["digest"] for x in manifest["layers"]], "shortcut": calls}))
 """
 
@@ -140,8 +140,9 @@ def test_shortcut_layers_equal_the_general_way(work: Path) -> None:
 REBUILD = """\
 import json, sys
 from pathlib import Path
-from pybuild.api import BuildRequest, Stores, build
-r = build(BuildRequest(context=sys.argv[2], tags=("ctxlayer:rebuild",)), Stores(Path(sys.argv[1])))
+from pybuild.api import BuildRequest, Builder
+r = Builder(Path(sys.argv[1])).build(BuildRequest(context=sys.argv[2],
+                                                   tags=("ctxlayer:rebuild",)))
 print(json.dumps({"executed": r.executed, "misses": r.misses}))
 """
 

@@ -1,7 +1,7 @@
 """Helpers shared by the test_executor_* suites (no tests here).
 
-Builds go through the CLI (`run_pybuild`) or, for request fields the CLI does not expose
-yet (secrets, ssh), through `api_build`, a subprocess that calls `pybuild.api.build`.
+Builds go through the CLI (`run_pybuild`) or through `api_build`, a subprocess that builds
+with the Python API (`pybuild.api.Builder.build`), as an embedder would.
 Layers are read straight from an exported OCI layout, so tests see exactly what a layer
 tar contains (whiteouts, opaque markers, owners, links, xattrs)."""
 
@@ -37,23 +37,29 @@ def write_context(ctx: Path, dockerfile: str, files: dict[str, str | bytes] | No
 def api_build(root: Path, ctx: Path, *, user: str | None = None,
               env: dict[str, str] | None = None, timeout: float = 300,
               **request: object) -> Run:
-    """`pybuild.api.build(BuildRequest(context=ctx, **request))` in a subprocess; plain
-    progress on stderr, exit code 1 on a PybuildError (rendered by the CLI renderer)."""
+    """`Builder(root).build(BuildRequest(context=ctx, **request))` in a subprocess; plain
+    progress on stderr, exit code 1 on a PybuildError (rendered by the CLI renderer).
+    `secrets` are [id, "file" | "env", path or variable]; `ssh` [id, socket]."""
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from pybuild.api import BuildRequest, Stores, build\n"
+        "from pybuild.api import BuildRequest, Builder\n"
         "from pybuild.cli.render import PlainProgress, render_error\n"
         "from pybuild.errors import PybuildError\n"
+        "from pybuild.request import Secret, SSHAgent\n"
         "kw = json.loads(sys.argv[2])\n"
         "kw = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v)\n"
         "          if isinstance(v, list) else v) for k, v in kw.items()}\n"
+        "kw['secrets'] = tuple(Secret.from_file(i, v) if kind == 'file' else\n"
+        "                      Secret.from_env(i, v) for i, kind, v in kw.get('secrets', ()))\n"
+        "kw['ssh'] = tuple(SSHAgent(id=i, socket=v) for i, v in kw.get('ssh', ()))\n"
         "try:\n"
-        "    r = build(BuildRequest(**kw), Stores(Path(sys.argv[1])), PlainProgress(sys.stderr))\n"
+        "    r = Builder(Path(sys.argv[1])).build(BuildRequest(**kw),\n"
+        "                                         on_event=PlainProgress(sys.stderr))\n"
         "except PybuildError as exc:\n"
         "    render_error(exc, sys.stderr)\n"
         "    sys.exit(1)\n"
-        "print(r.manifest.digest)\n"
+        "print(r.image.digest)\n"
     )
     cmd = [sys.executable, "-c", script, str(root), json.dumps({"context": str(ctx), **request})]
     if user is not None:

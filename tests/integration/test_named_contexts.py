@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from pybuild.api import Stores
 from pybuild.builder.solver import Solver
 from pybuild.digest import Digest
 from pybuild.llb import SourceOp
+from pybuild.root import Root
 from tests.integration.conftest import (
     PybuildRunner,
     _import_base,
@@ -98,7 +98,7 @@ def test_named_oci_layout_context(pybuild: PybuildRunner, base_layout: Path,
         assert r.code == 0, r.err
         assert (out / "again").read_text() == "fromlayout\n"
         assert (out / "marker").read_text() == "fromlayout\n"  # FROM lay: its layers
-        assert Stores(root).content.has(Digest(digest))
+        assert Root(root).content.has(Digest(digest))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

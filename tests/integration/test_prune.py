@@ -117,3 +117,33 @@ def test_keep_storage_drops_least_recently_used_records(fresh_root: Path,
     _prune(fresh_root, "--keep-storage", str(base + 450_000))
     assert _build(fresh_root, ctxs[1], "k:1") == []
     assert len(_build(fresh_root, ctxs[0], "k:0")) == 1
+
+
+def test_a_build_over_the_gc_limit_keeps_its_result_and_shrinks_the_store(
+        fresh_root: Path, tmp_path: Path) -> None:
+    """Regression (issue 15 defect 1, F4): auto-GC ran `asyncio.run` inside the build's
+    event loop, crashed the build and lost its tag, once the store was over the limit."""
+    from pybuild.content.walk import reachable
+    from pybuild.oci.validate import validate_image
+    from pybuild.root import Root
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "Dockerfile").write_text(
+        "FROM busybox\nRUN head -c 2000000 /dev/urandom > /big\n")
+    _build(fresh_root, old, tag="old:1")
+    root = Root(fresh_root)
+    old_layers = {d for d in reachable(root.content, [root.images.get("old:1").descriptor])}
+    assert run_pybuild(fresh_root, "rmi", "old:1").code == 0  # only its cache record holds it
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "Dockerfile").write_text("FROM busybox\nRUN echo new > /new\n")
+    r = run_pybuild(fresh_root, "build", "-t", "new:1", str(new),
+                    env={"PYBUILD_GC_KEEP_STORAGE": "1"})
+    assert r.code == 0, r.err
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    desc = root.images.get("new:1").descriptor
+    assert validate_image(root.content, desc) == [str(desc.digest)]
+    base = reachable(root.content, [root.images.get("busybox:latest").descriptor])
+    gone = old_layers - base - reachable(root.content, [desc])
+    assert gone and not any(root.content.has(d) for d in gone)  # the store shrank

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.content.gc import collect
 from pybuild.content.images import ImageStore
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import reachable, resolve_platform
@@ -149,20 +148,16 @@ def test_platform_resolution_in_an_index(tmp_path: Path) -> None:
     assert {amd.digest, arm.digest} <= reachable(store, [idx])
 
 
-class _Stores:
-    def __init__(self, root: Path) -> None:
-        from pybuild.api import Roots
-
-        self.roots = Roots(root)
-        self.content = ContentStore(root / "content")
-        self.images = ImageStore(root / "images")
-
-
 def test_gc_keeps_what_images_reach_and_removes_the_rest(tmp_path: Path) -> None:
-    stores = _Stores(tmp_path)
+    import asyncio
+
+    from pybuild.gc import PrunePolicy, prune
+    from pybuild.root import Root
+
+    stores = Root(tmp_path)
     kept = _image(stores.content, "amd64", b"kept-layer")
     stores.images.put("keep:1", kept, "now")
     orphan = stores.content.write(b"orphan-layer")
-    report = collect(stores, keep_storage=10**12)
+    report = asyncio.run(prune(stores, PrunePolicy(keep_storage=10**12)))
     assert report.blobs_removed == 1 and not stores.content.has(orphan)
     assert all(stores.content.has(d) for d in reachable(stores.content, [kept]))

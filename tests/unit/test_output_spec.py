@@ -123,8 +123,6 @@ def test_parse(spec: str, expected: OutputSpec) -> None:
         ("dest=x.tar", "type is required"),
         ("type=oci,dest", "is not KEY=VALUE"),
         ("type=oci,dest=a,dest=b", "given twice"),
-        ("type=registry", "pushing needs name="),
-        ("type=image,push=true", "pushing needs name="),
         ("type=oci,dest=x,compression=lz4", "unknown compression"),
         ("type=oci,dest=x,compression-level=high", "not an integer"),
         ("type=oci,dest=x,annotation.=v", "names no annotation key"),

@@ -1,0 +1,432 @@
+"""One build, from request to result: read the inputs, run the frontend (memoized), solve
+every platform, assemble the image, name it, export it, export the cache, collect garbage.
+
+`plan` and `compile` are synchronous and run before the build's event loop starts (the
+sandbox daemon starts meanwhile, see `startup`); `run` is the rest, inside the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from pybuild.builder.events import EventSink, Notice
+from pybuild.errors import NotFoundError, PybuildError, UserError
+from pybuild.frontend import memo
+from pybuild.request import BuildRequest, BuildResult, PushReport, StepReport
+
+if TYPE_CHECKING:
+    from pybuild.builder.executor.idmap import IdMap
+    from pybuild.builder.solver import Solver
+    from pybuild.cache.remote import ImportedCache
+    from pybuild.exporters.run import ExportReport
+    from pybuild.oci.descriptor import Descriptor
+    from pybuild.oci.platform import Platform
+    from pybuild.root import Root
+    from pybuild.startup import Warmup
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """What a build reads before anything else, and what follows from it."""
+
+    dockerfile: bytes
+    dockerfile_path: str
+    ignore_patterns: tuple[str, ...]
+    ignore_name: str
+    inputs: tuple[memo.FrontendInputs, ...]  # one per platform
+    memos: tuple[Path, ...]
+    idmap: IdMap
+    likely_runs: bool  # so the sandbox daemon should start at once
+
+
+def plan(req: BuildRequest, root: Root) -> Plan:
+    """Read the build's inputs. It will probably run steps (and need the sandbox) after a
+    Dockerfile (or arguments, base images...) the frontend has not seen, or in an edit
+    loop (the last build from the same frontend result ran steps); a repeated no-op
+    rebuild needs no sandbox."""
+    from pybuild.builder.executor import idmap as idmap_mod
+
+    context = str(req.context)
+    data, df_path = read_dockerfile(context, str(req.dockerfile))
+    patterns, ignore_name = read_ignore(context, df_path)
+    filename = (df_path if os.path.isabs(str(req.dockerfile or ""))
+                else os.path.relpath(df_path))
+    named = tuple((name, _checked_context(name, nc)) for name, nc in req.named_contexts)
+    platforms: tuple[Platform | None, ...] = tuple(dict.fromkeys(req.platforms)) or (None,)
+    inputs = tuple(memo.FrontendInputs(
+        dockerfile=data, filename=filename, build_args=req.build_args, target=req.target,
+        platform=p, labels=req.labels, dockerignore=patterns, no_cache=req.no_cache,
+        no_cache_filter=req.no_cache_filter, network=req.network, named_contexts=named,
+        pull=req.pull) for p in platforms)
+    memos = tuple(memo.memo_path(root.frontend_memo_dir, i) for i in inputs)
+    likely = (req.no_cache or bool(req.no_cache_filter) or memo.ran_marker(memos[0]).exists()
+              or not all(m.exists() for m in memos))
+    return Plan(dockerfile=data, dockerfile_path=df_path, ignore_patterns=patterns,
+                ignore_name=ignore_name, inputs=inputs, memos=memos, idmap=idmap_mod.detect(),
+                likely_runs=likely)
+
+
+def _checked_context(name: str, nc: Any) -> Any:
+    """A local named context as an absolute path that exists."""
+    if nc.kind != "local":
+        return nc
+    path = os.path.abspath(nc.value)
+    if not os.path.isdir(path):
+        raise UserError(f"--build-context {name}={nc.value}: not a directory")
+    return type(nc)(kind="local", value=path)
+
+
+def read_dockerfile(context: str, dockerfile: str) -> tuple[bytes, str]:
+    if not os.path.isdir(context):
+        raise UserError(f"build context {context!r} is not a directory")
+    path = dockerfile or os.path.join(context, "Dockerfile")
+    if not dockerfile and not os.path.exists(path):
+        lower = os.path.join(context, "dockerfile")
+        if os.path.exists(lower):
+            path = lower
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except FileNotFoundError:
+        raise NotFoundError(f"Dockerfile not found: {path}",
+                            hint="pass -f PATH, or add a Dockerfile to the context") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a Dockerfile") from None
+
+
+def read_ignore(context: str, dockerfile_path: str) -> tuple[tuple[str, ...], str]:
+    """The .dockerignore patterns: `<Dockerfile>.dockerignore` first, as BuildKit."""
+    from pybuild.frontend.dockerignore import read_ignore_file
+
+    for path in (dockerfile_path + ".dockerignore", os.path.join(context, ".dockerignore")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return tuple(read_ignore_file(f.read())), os.path.basename(path)
+        except FileNotFoundError:
+            continue
+    return (), ".dockerignore"
+
+
+def prepare(plan_: Plan, root: Root, warmup: Warmup, events: EventSink) -> None:
+    """The sandbox's dirs, owned by the build namespace's root."""
+    from pybuild.builder.workspace import prepare_sandbox_dirs
+
+    idmap = plan_.idmap
+    if idmap.warning:
+        events(Notice(idmap.warning, level="warning"))
+    owner = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
+    prepare_sandbox_dirs(root.sandbox, (root.snapshots, root.tmp, root.cache_mounts),
+                         idmap.key, owner, events)
+    warmup.probe_snapshotter(root.tmp)
+
+
+def compile(req: BuildRequest, root: Root, plan_: Plan,
+            warmup: Warmup) -> list[memo.Compiled]:
+    """The frontend's result per platform, from its memo when the images it resolved are
+    unchanged. A miss starts the sandbox daemon (the build will run steps); the base
+    images it resolves are unpacked meanwhile."""
+    out = []
+    for inputs, path in zip(plan_.inputs, plan_.memos, strict=True):
+        found = memo.load(path, lambda ref: _store_digest(root, ref))
+        if found is None:
+            warmup.start_daemon()
+            found = _compile(req, root, inputs, path, warmup)
+        out.append(found)
+    return out
+
+
+def _compile(req: BuildRequest, root: Root, inputs: memo.FrontendInputs, path: Path,
+             warmup: Warmup) -> memo.Compiled:
+    from pybuild.frontend.convert import compile_dockerfile
+    from pybuild.resolver import StoreResolver
+
+    resolver = StoreResolver(root.content, root.images, registry=req.registry, pull=req.pull,
+                             on_image=warmup.prefetcher(root.content, root.snapshots))
+    fe = compile_dockerfile(inputs.options(), resolver)
+    compiled = memo.Compiled(fe.definition, fe.config, fe.stage_name, tuple(fe.warnings))
+    memo.save(path, compiled, resolver.resolved)
+    return compiled
+
+
+def _store_digest(root: Root, ref: str) -> str:
+    """The digest the image store names `ref` (as the resolver found it); "" if none."""
+    try:
+        record = root.images.find(ref)
+    except UserError:
+        return ""
+    return str(record.descriptor.digest) if record is not None else ""
+
+
+def default_parallelism() -> int:
+    """RUN steps at once: 4 per CPU. Steps often wait (sleep, network, I/O) rather than
+    compute, and BuildKit bounds nothing by default; 4x keeps memory use predictable."""
+    return 4 * max(1, os.cpu_count() or 1)
+
+
+# -- inside the event loop ----------------------------------------------------------------
+
+
+async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compiled],
+              warmup: Warmup, events: EventSink, *, stdout: BinaryIO | None = None,
+              gc_keep_storage: int | None = None) -> BuildResult:
+    """Solve, assemble, name, export. `stdout`: where outputs without dest write (None:
+    refuse them); `gc_keep_storage`: the store's size limit (None: the default)."""
+    import asyncio  # (imported by the caller already, without ssl: see startup)
+
+    from pybuild.builder.image import assemble, make_index, rfc3339
+    from pybuild.digest import Digest
+
+    if req.max_parallelism < 0:
+        raise UserError(f"--max-parallelism {req.max_parallelism}: must be 0 (the default) "
+                        "or more")
+    secrets = await asyncio.to_thread(_read_secrets, req)
+    ssh = _ssh_sockets(req)
+    imported = await asyncio.to_thread(_import_caches, req, root, events)
+    solvers, solved_all = await _solve(req, root, plan_, fes, warmup, events, secrets, ssh,
+                                       imported)
+    steps = [StepReport(name=name, reason=reason, layer_seconds=s.layer_seconds.get(name, 0.0))
+             for s in solvers for name, reason in s.misses.items()]
+    memo.mark_ran(plan_.memos[0], bool(steps))
+    images = [assemble(root.content, fe.config, solved, source_date_epoch=req.source_date_epoch)
+              for fe, solved in zip(fes, solved_all, strict=True)]
+    image, config = images[0]
+    if len(images) > 1:
+        image = make_index(root.content, [d for d, _ in images])
+    created = config.created or rfc3339(time.time())
+    tags = [_tag(root, name, image, created) for name in req.tags]
+    result = BuildResult(image=image, config=config,
+                         config_digest=Digest.from_bytes(config.encode()),
+                         tags=tuple(tags), steps=tuple(steps))
+    result = await _outputs(req, root, result, events, stdout)
+    await asyncio.to_thread(_export_caches, req, root, solvers, events)
+    _write_result_files(req, result)
+    if steps:
+        await _collect_garbage(root, events, gc_keep_storage)
+    return result
+
+
+async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compiled],
+                 warmup: Warmup, events: EventSink, secrets: tuple[tuple[str, str, str], ...],
+                 ssh: tuple[tuple[str, str], ...],
+                 imported: ImportedCache | None) -> tuple[list[Solver], list[Any]]:
+    import asyncio
+
+    from pybuild.builder.context import BuildContext, StatCache
+    from pybuild.builder.executor.client import LazySandbox, find_runtime
+    from pybuild.builder.solver import Solver, SolverOptions
+    from pybuild.builder.workspace import build_dir, stale_build_dirs
+    from pybuild.cache.store import CacheStore
+    from pybuild.frontend.dockerignore import PatternMatcher
+
+    idmap = plan_.idmap
+    owner = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
+    runtime = find_runtime(req.runtime)
+    cache = CacheStore(root.cache_db)
+    stat_cache = StatCache(root.stat_cache)
+    context = BuildContext(str(req.context), PatternMatcher(list(plan_.ignore_patterns))
+                           if plan_.ignore_patterns else None, stat_cache,
+                           ignore_file=plan_.ignore_name)
+    try:
+        with build_dir(root.tmp) as workdir:
+            if os.geteuid() == 0:
+                os.chown(workdir, *owner)
+
+            async def clean_leftovers(sb: Any) -> None:
+                stale = stale_build_dirs(root.tmp)
+                if stale:
+                    await sb.request("rm", paths=[str(p) for p in stale])
+
+            daemon = warmup.take_daemon()
+            async with LazySandbox(idmap, clean_leftovers, daemon=daemon,
+                                   scratch=str(workdir)) as sandbox:
+                if daemon is not None:
+                    sandbox.start_soon()
+                try:
+                    opts = SolverOptions(
+                        root=root.path, workdir=workdir, snapshots=root.snapshots,
+                        # Layers are stored uncompressed; exports compress them (once).
+                        runtime=runtime, idmap=idmap, compression="none",
+                        max_parallelism=req.max_parallelism or default_parallelism(),
+                        no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
+                        cache_root=str(root.cache_mounts), secrets=secrets, ssh=ssh,
+                        imported_cache=imported)
+                    solvers = [Solver(fe.definition, store=root.content, cache=cache,
+                                      sandbox=sandbox, context=context, events=events,
+                                      opts=opts) for fe in fes]
+                    solved = list(await asyncio.gather(*(s.solve() for s in solvers)))
+                finally:
+                    await sandbox.settle()
+                    if sandbox.started:
+                        await sandbox.request("rm", paths=[str(workdir)])
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.rmdir(workdir)
+        stat_cache.save()
+    finally:
+        cache.close()
+    return solvers, solved
+
+
+def _read_secrets(req: BuildRequest) -> tuple[tuple[str, str, str], ...]:
+    """The secrets as the solver takes them; environment variables are read here, at the
+    edge (a missing one is an absent secret, as in buildx)."""
+    out = []
+    for s in req.secrets:
+        if s.env:
+            value = os.environ.get(s.env)
+            if value is not None:
+                out.append((s.id, "value", value))
+        elif s.data is not None:
+            out.append((s.id, "value", s.data.decode("utf-8", "surrogateescape")))
+        else:
+            out.append((s.id, "file", s.file))
+    return tuple(out)
+
+
+def _ssh_sockets(req: BuildRequest) -> tuple[tuple[str, str], ...]:
+    out = []
+    for agent in req.ssh:
+        socket = agent.socket or os.environ.get("SSH_AUTH_SOCK", "")
+        if not socket:
+            raise UserError(f"--ssh {agent.id}: no socket given and SSH_AUTH_SOCK is not set",
+                            hint=f"pass --ssh {agent.id}=SOCKET, or start an ssh-agent")
+        out.append((agent.id, socket))
+    return tuple(out)
+
+
+def _tag(root: Root, name: str, image: Descriptor, created: str) -> str:
+    """Name the result; an unchanged name is left alone (no rewrite, no fsync), which also
+    keeps the frontend's memo of a no-op rebuild valid."""
+    from pybuild.oci.reference import Reference
+
+    ref = Reference.parse(name)
+    record = root.images.find(ref)
+    if (record is None or record.created != created
+            or record.descriptor.to_json() != image.to_json()):
+        root.images.put(ref, image, created)
+    return ref.familiar
+
+
+async def _outputs(req: BuildRequest, root: Root, result: BuildResult, events: EventSink,
+                   stdout: BinaryIO | None) -> BuildResult:
+    """Every `--output` (and `--push`) of the build."""
+    if not req.outputs:
+        return result
+    import asyncio
+    import dataclasses
+
+    from pybuild.exporters.base import ImageOutput
+    from pybuild.exporters.run import export
+
+    reports: list[ExportReport] = []
+    pushed: list[PushReport] = []
+    platform = result.config.platform if len(req.platforms) <= 1 else None
+    for spec in req.outputs:
+        if isinstance(spec, ImageOutput):
+            pushed += await _image_output(req, root, result, spec)
+            continue
+        report = await asyncio.to_thread(
+            export, root.content, result.image, spec, names=req.tags, platform=platform,
+            stdout=stdout, compression=req.compression, compression_memo=root.compression_memo)
+        events(Notice(f"exported {result.image.digest} to {report.describe()}"))
+        reports.append(report)
+    return dataclasses.replace(result, exports=tuple(reports), pushed=tuple(pushed))
+
+
+async def _image_output(req: BuildRequest, root: Root, result: BuildResult,
+                        spec: Any) -> list[PushReport]:
+    """`type=image[,push=true]`: name the image (its own names, else -t) and push them."""
+    import asyncio
+
+    from pybuild import distribution
+    from pybuild.builder.image import rfc3339
+    from pybuild.oci.reference import Reference
+
+    names = spec.image.names or req.tags
+    if spec.push and not names:
+        raise UserError("pushing needs a name: give -t NAME or name=REF in the output")
+    out = []
+    for name in names:
+        ref = Reference.parse(name)
+        _tag(root, name, result.image, result.config.created or rfc3339(time.time()))
+        if spec.push:
+            out.append(await asyncio.to_thread(
+                distribution.push, root, result.image, ref, registry=req.registry,
+                insecure=spec.insecure, compression=spec.image.compression or req.compression,
+                by_digest=spec.push_by_digest))
+    return out
+
+
+def _import_caches(req: BuildRequest, root: Root, events: EventSink) -> ImportedCache | None:
+    """--cache-from: the records of every readable source (see cache/remote.py)."""
+    if not req.cache_from:
+        return None
+    from pybuild.cache.remote import import_caches
+    from pybuild.startup import enable_tls
+
+    if any(o.type == "registry" for o in req.cache_from):
+        enable_tls()
+    return import_caches(req.cache_from, root.content, registry_options=req.registry,
+                         warn=lambda text: events(Notice(text, level="warning")))
+
+
+def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
+                   events: EventSink) -> None:
+    """--cache-to: write the records of this build's steps (mode=min: those whose layers
+    are in the result; max: all). A failure fails the build unless ignore-error=true."""
+    if not req.cache_to:
+        return
+    from pybuild.cache.remote import export_cache, export_records_for
+    from pybuild.cache.store import CacheStore
+    from pybuild.startup import enable_tls
+
+    cache = CacheStore(root.cache_db)
+    try:
+        for option in req.cache_to:
+            if option.type == "registry":
+                enable_tls()
+            keys = dict.fromkeys(k for s in solvers for k in s.export_keys(option.mode))
+            records = [r for r in (cache.get(k) for k in keys) if r is not None]
+            try:
+                export_cache(root.content, option, export_records_for(records),
+                             memo_path=root.compression_memo, registry_options=req.registry)
+            except PybuildError as exc:
+                if option.get("ignore-error") != "true":
+                    raise
+                events(Notice(f"cache export to {option.where} failed: {exc.message}",
+                              level="warning"))
+    finally:
+        cache.close()
+
+
+def _write_result_files(req: BuildRequest, result: BuildResult) -> None:
+    digest = result.pushed[0].digest if result.pushed else result.image.digest
+    for path, text in ((req.iidfile, str(digest)),
+                       (req.metadata_file, json.dumps(result.metadata(), indent=2))):
+        if not path:
+            continue
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror} (the image was built: "
+                            f"{result.image.digest})") from None
+
+
+async def _collect_garbage(root: Root, events: EventSink, limit: int | None) -> None:
+    """Keep the store under its limit (default 20 GB). Runs after the result is named: a
+    failure here is a warning, never a lost build."""
+    from pybuild.gc import DEFAULT_KEEP_STORAGE, auto_gc
+
+    try:
+        await auto_gc(root, DEFAULT_KEEP_STORAGE if limit is None else limit)
+    except (PybuildError, OSError) as exc:
+        why = exc.message if isinstance(exc, PybuildError) else str(exc)
+        events(Notice(f"automatic garbage collection failed ({why}); the build's result "
+                      "is kept", level="warning"))
+

@@ -1,0 +1,98 @@
+"""The frontend's image resolver over a root: base images come from the local image
+store, missing ones are pulled from their registry (unless pulling is off), and
+`oci-layout://` references are imported."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pybuild.content.images import ImageStore
+from pybuild.content.store import ContentStore
+from pybuild.content.walk import read_config, read_manifest, resolve_platform
+from pybuild.errors import NotFoundError, UserError
+from pybuild.frontend.convert import ResolvedImage
+from pybuild.oci.config import ImageConfig
+from pybuild.oci.descriptor import Descriptor, Manifest
+from pybuild.oci.platform import Platform
+from pybuild.oci.reference import Reference
+
+if TYPE_CHECKING:
+    from pybuild.registry import RegistryOptions
+
+OnImage = Callable[[Manifest, ImageConfig], None]
+
+
+class StoreResolver:
+    """`resolved`: each name answered (from the store, or pulled into it) -> its digest
+    there (the frontend's memo is valid while the store still says the same).
+    `on_image(manifest, config)`: called with each image resolved."""
+
+    def __init__(self, content: ContentStore, images: ImageStore, *,
+                 registry: RegistryOptions | None = None, pull: bool = True,
+                 on_image: OnImage | None = None) -> None:
+        self.content = content
+        self.images = images
+        self.registry = registry
+        self.pull = pull
+        self.on_image = on_image
+        self.resolved: dict[str, str] = {}
+
+    def resolve(self, ref: str, platform: Platform) -> ResolvedImage:
+        if ref.startswith("oci-layout://"):
+            return self._resolve_layout(ref, platform)
+        try:
+            reference = Reference.parse(ref)
+        except UserError as exc:
+            raise UserError(f"invalid base image reference {ref!r}: {exc.message}") from None
+        record = self.images.find(reference)
+        desc = record.descriptor if record is not None else self._pull(reference, platform)
+        self.resolved[ref] = str(desc.digest)
+        desc = resolve_platform(self.content, desc, platform, name=reference.familiar)
+        manifest = read_manifest(self.content, desc)
+        config = read_config(self.content, manifest)
+        if self.on_image is not None:
+            self.on_image(manifest, config)
+        name = reference.repository if reference.digest else str(
+            reference.with_tag(reference.tag or "latest"))
+        return ResolvedImage(name=name, digest=desc.digest, config=config)
+
+    def _pull(self, reference: Reference, platform: Platform) -> Descriptor:
+        not_here = NotFoundError(
+            f"base image {reference.familiar} is not in the local image store",
+            hint="pybuild builds from images in its store (`pybuild images`) and pulls "
+                 "missing ones from their registry; `pybuild load -i` imports an OCI or "
+                 "docker archive",
+        )
+        if not self.pull:
+            raise not_here
+        from pybuild.registry import pull_sync
+        from pybuild.registry.errors import RegistryUnreachableError
+        from pybuild.startup import enable_tls
+
+        enable_tls()
+        try:
+            desc = pull_sync(reference, self.content, platforms=[platform],
+                             options=self.registry)
+        except RegistryUnreachableError as exc:
+            raise NotFoundError(f"{not_here.message}, and {exc.message}",
+                                hint=not_here.hint) from None
+        self.images.put(reference, desc, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return desc
+
+    def _resolve_layout(self, ref: str, platform: Platform) -> ResolvedImage:
+        from pybuild.exporters.oci_layout import read_oci_layout
+
+        body = ref.removeprefix("oci-layout://")
+        if "@" in body:
+            path, _, selector = body.rpartition("@")
+        elif ":" in os.path.basename(body):
+            path, _, selector = body.rpartition(":")
+        else:
+            path, selector = body, ""
+        desc = read_oci_layout(path, self.content, selector or None)
+        desc = resolve_platform(self.content, desc, platform, name=ref)
+        config = read_config(self.content, read_manifest(self.content, desc))
+        return ResolvedImage(name=f"oci-layout://{path}", digest=desc.digest, config=config)
