@@ -14,14 +14,27 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pybuild.builder.events import EventSink, discard
+from pybuild.builder.events import (
+    Event,
+    EventSink,
+    Notice,
+    VertexCached,
+    VertexDone,
+    VertexFailed,
+    VertexLog,
+    VertexMiss,
+    VertexStarted,
+    discard,
+)
 from pybuild.errors import UserError
 from pybuild.request import BuildRequest, BuildResult, PushReport
 from pybuild.root import Root
 
 if TYPE_CHECKING:
+    from pybuild.cache.remote import CacheOption
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
+    from pybuild.frontend.convert import NamedContext
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.llb.definition import Definition
     from pybuild.local_images import ImageDetails, ImageSummary, LoadReport
@@ -218,6 +231,9 @@ async def _terminable(coro: Any) -> Any:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+# -- the CLI's edge: its strings parsed into the request's values -------------------------
+
+
 def parse_output(text: str) -> OutputSpec:
     """One `--output`/`-o` value, as buildx reads it."""
     from pybuild.exporters.base import parse_output as parse
@@ -225,12 +241,38 @@ def parse_output(text: str) -> OutputSpec:
     return parse(text)
 
 
-__all__ = [
-    "BuildRequest",
-    "BuildResult",
-    "Builder",
-    "PushReport",
-    "Root",
-    "UserError",
-    "parse_output",
-]
+def parse_cache_option(text: str, *, flag: str) -> CacheOption:
+    """One `--cache-from` / `--cache-to` value (`flag` names which, for messages)."""
+    from pybuild.cache.remote import parse_cache_option as parse
+
+    return parse(text, flag=flag)
+
+
+def parse_named_context(value: str) -> NamedContext:
+    """The VALUE of `--build-context NAME=VALUE`."""
+    from pybuild.frontend.convert import NamedContext
+
+    return NamedContext.parse(value)
+
+
+def registry_options(*, creds: str | None = None, auth_file: str = "", insecure: bool = False,
+                     ca_cert: str = "") -> RegistryOptions:
+    """Credentials and TLS settings for registries (the registry client loads lazily)."""
+    from pybuild.registry import RegistryOptions
+
+    return RegistryOptions(creds=creds, auth_files=(Path(auth_file),) if auth_file else None,
+                           insecure=insecure, ca_cert=Path(ca_cert) if ca_cert else None)
+
+
+def dockerfile_ast(data: bytes, path: str) -> str:
+    """The parse tree of a Dockerfile, in BuildKit's dump format."""
+    from pybuild.frontend.dockerfile.dump import dump_ast
+    from pybuild.frontend.dockerfile.parser import parse
+
+    return dump_ast(parse(data, path))
+
+
+__all__ = ["BuildRequest", "BuildResult", "Builder", "Event", "EventSink", "Notice",
+           "PushReport", "Root", "UserError", "VertexCached", "VertexDone", "VertexFailed",
+           "VertexLog", "VertexMiss", "VertexStarted", "discard", "dockerfile_ast",
+           "parse_cache_option", "parse_named_context", "parse_output", "registry_options"]

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
-    from pybuild.api import Builder
-    from pybuild.builder.events import EventSink
+    from pybuild.api import Builder, EventSink
     from pybuild.registry import RegistryOptions
     from pybuild.request import BuildRequest, Secret, SSHAgent
 
@@ -54,19 +53,14 @@ def _stdout() -> Any:
 
 def registry_options(args: argparse.Namespace) -> RegistryOptions | None:
     """--creds/--authfile/--insecure/--ca-cert as RegistryOptions (None if none given)."""
-    from pathlib import Path
-
     if not (args.creds or args.authfile or args.insecure or args.ca_cert):
         return None
-    from pybuild.registry import RegistryOptions
+    from pybuild.api import registry_options as options
 
     if args.creds and ":" not in args.creds:
         raise UserError("--creds must be USER:PASSWORD")
-    return RegistryOptions(
-        creds=args.creds or None,
-        auth_files=(Path(args.authfile),) if args.authfile else None,
-        insecure=args.insecure, ca_cert=Path(args.ca_cert) if args.ca_cert else None,
-    )
+    return options(creds=args.creds or None, auth_file=args.authfile, insecure=args.insecure,
+                   ca_cert=args.ca_cert)
 
 
 def parse_secret(text: str) -> Secret:
@@ -94,12 +88,12 @@ def parse_ssh(text: str) -> SSHAgent:
 
 
 def parse_named_context(text: str) -> tuple[str, Any]:
-    from pybuild.frontend.convert import NamedContext
+    from pybuild.api import parse_named_context
 
     name, eq, value = text.partition("=")
     if not eq or not name or not value:
         raise UserError(f"invalid --build-context {text!r}: use NAME=VALUE")
-    return name, NamedContext.parse(value)
+    return name, parse_named_context(value)
 
 
 def parse_platforms(text: str) -> tuple[Any, ...]:
@@ -127,7 +121,7 @@ def build_request(args: argparse.Namespace, build_args: tuple[tuple[str, str], .
     cache_from: tuple[Any, ...] = ()
     cache_to: tuple[Any, ...] = ()
     if args.cache_from or args.cache_to:
-        from pybuild.cache.remote import parse_cache_option
+        from pybuild.api import parse_cache_option
 
         cache_from = tuple(parse_cache_option(x, flag="--cache-from") for x in args.cache_from)
         cache_to = tuple(parse_cache_option(x, flag="--cache-to") for x in args.cache_to)
@@ -284,15 +278,14 @@ def du(builder: Builder) -> int:
 
 
 def debug_ast(path: str) -> int:
-    from pybuild.frontend.dockerfile.dump import dump_ast
-    from pybuild.frontend.dockerfile.parser import parse
+    from pybuild.api import dockerfile_ast
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    sys.stdout.write(dump_ast(parse(data, path)))
+    sys.stdout.write(dockerfile_ast(data, path))
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from pybuild.builder.events import (
+from pybuild.api import (
     Event,
     Notice,
     VertexCached,

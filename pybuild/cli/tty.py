@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pybuild.builder.events import (
+from pybuild.api import (
     Event,
     Notice,
     VertexCached,
