@@ -51,6 +51,7 @@ def plan(req: BuildRequest, root: Root) -> Plan:
     rebuild needs no sandbox."""
     from pybuild.builder.executor import idmap as idmap_mod
 
+    _check_tags(req.tags)
     context = str(req.context)
     data, df_path = read_dockerfile(context, str(req.dockerfile))
     patterns, ignore_name = read_ignore(context, df_path)
@@ -69,6 +70,16 @@ def plan(req: BuildRequest, root: Root) -> Plan:
     return Plan(dockerfile=data, dockerfile_path=df_path, ignore_patterns=patterns,
                 ignore_name=ignore_name, inputs=inputs, memos=memos, idmap=idmap_mod.detect(),
                 likely_runs=likely)
+
+
+def _check_tags(tags: tuple[str, ...]) -> None:
+    """Names are checked before anything is built (a digest cannot name a new image)."""
+    from pybuild.oci.reference import Reference
+
+    for tag in tags:
+        if Reference.parse(tag).digest is not None:
+            raise UserError(f"-t {tag}: a name for the result cannot pin a digest",
+                            code="bad-reference", hint="give a tag (NAME:TAG)")
 
 
 def _checked_context(name: str, nc: Any) -> Any:
@@ -154,11 +165,18 @@ def _compile(req: BuildRequest, root: Root, inputs: memo.FrontendInputs, path: P
 
 
 def _store_digest(root: Root, ref: str) -> str:
-    """The digest the image store names `ref` (as the resolver found it); "" if none."""
+    """What `ref` (as the resolver was asked it) resolves to in the store now: the digest
+    the image store names, or for a pinned reference its digest while the content store
+    has it; "" if nothing."""
+    from pybuild.oci.reference import Reference
+
     try:
-        record = root.images.find(ref)
+        reference = Reference.parse(ref)
     except UserError:
         return ""
+    if reference.digest is not None:
+        return str(reference.digest) if root.content.has(reference.digest) else ""
+    record = root.images.find(reference)
     return str(record.descriptor.digest) if record is not None else ""
 
 
@@ -302,9 +320,11 @@ def _ssh_sockets(req: BuildRequest) -> tuple[tuple[str, str], ...]:
 def _tag(root: Root, name: str, image: Descriptor, created: str) -> str:
     """Name the result; an unchanged name is left alone (no rewrite, no fsync), which also
     keeps the frontend's memo of a no-op rebuild valid."""
+    from pybuild.local_images import check_pin
     from pybuild.oci.reference import Reference
 
     ref = Reference.parse(name)
+    check_pin(ref, image)
     record = root.images.find(ref)
     if (record is None or record.created != created
             or record.descriptor.to_json() != image.to_json()):

@@ -83,7 +83,18 @@ def details(root: Root, image: str, platform: Platform | None = None) -> ImageDe
 
 def tag(root: Root, source: str, target: str) -> None:
     rec = root.images.get(source)
-    root.images.put(Reference.parse(target), rec.descriptor, rec.created)
+    ref = Reference.parse(target)
+    check_pin(ref, rec.descriptor)
+    root.images.put(ref, rec.descriptor, rec.created)
+
+
+def check_pin(ref: Reference, desc: Descriptor) -> None:
+    """A name with a digest must name that content (docker refuses digests in tags; a
+    digest that is the image's own is harmless)."""
+    if ref.digest is not None and ref.digest != desc.digest:
+        raise UserError(f"refusing to name image {desc.digest} {ref.familiar}: the reference "
+                        "pins another digest", code="bad-reference",
+                        hint="give a tag, not a digest (NAME:TAG)")
 
 
 def untag(root: Root, name: str) -> Descriptor:
@@ -111,8 +122,10 @@ def load(root: Root, path: str | Path, tags: tuple[str, ...] = ()) -> LoadReport
                        platform=desc.platform)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     familiar = []
-    for name in names:
-        ref = Reference.parse(name)
+    refs = [Reference.parse(name) for name in names]
+    for ref in refs:
+        check_pin(ref, desc)
+    for ref in refs:
         root.images.put(ref, plain, created)
         familiar.append(ref.familiar)
     return LoadReport(descriptor=desc, names=tuple(familiar))

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from pybuild.content.images import ImageStore
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import read_config, read_manifest, resolve_platform
+from pybuild.digest import Digest
 from pybuild.errors import NotFoundError, UserError
 from pybuild.frontend.convert import ResolvedImage
+from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import ImageConfig
 from pybuild.oci.descriptor import Descriptor, Manifest
 from pybuild.oci.platform import Platform
@@ -47,8 +49,14 @@ class StoreResolver:
             reference = Reference.parse(ref)
         except UserError as exc:
             raise UserError(f"invalid base image reference {ref!r}: {exc.message}") from None
-        record = self.images.find(reference)
-        desc = record.descriptor if record is not None else self._pull(reference, platform)
+        if reference.digest is not None:
+            # A pin names content: the store's copy of exactly that, else a pull by digest;
+            # never whatever the store holds under the name.
+            desc = self._pinned(reference) or self._pull(reference, platform)
+        else:
+            record = self.images.find(reference)
+            desc = record.descriptor if record is not None else self._pull(reference,
+                                                                           platform)
         self.resolved[ref] = str(desc.digest)
         desc = resolve_platform(self.content, desc, platform, name=reference.familiar)
         manifest = read_manifest(self.content, desc)
@@ -58,6 +66,11 @@ class StoreResolver:
         name = reference.repository if reference.digest else str(
             reference.with_tag(reference.tag or "latest"))
         return ResolvedImage(name=name, digest=desc.digest, config=config)
+
+    def _pinned(self, reference: Reference) -> Descriptor | None:
+        """The manifest or index `reference`'s digest names, if the store has it."""
+        assert reference.digest is not None
+        return pinned_descriptor(self.content, reference.digest)
 
     def _pull(self, reference: Reference, platform: Platform) -> Descriptor:
         not_here = NotFoundError(
@@ -79,7 +92,9 @@ class StoreResolver:
         except RegistryUnreachableError as exc:
             raise NotFoundError(f"{not_here.message}, and {exc.message}",
                                 hint=not_here.hint) from None
-        self.images.put(reference, desc, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if reference.digest is None:  # a pinned pull is found again by its digest
+            self.images.put(reference, desc,
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         return desc
 
     def _resolve_layout(self, ref: str, platform: Platform) -> ResolvedImage:
@@ -96,3 +111,20 @@ class StoreResolver:
         desc = resolve_platform(self.content, desc, platform, name=ref)
         config = read_config(self.content, read_manifest(self.content, desc))
         return ResolvedImage(name=f"oci-layout://{path}", digest=desc.digest, config=config)
+
+
+def pinned_descriptor(content: ContentStore, digest: Digest) -> Descriptor | None:
+    """The descriptor of the manifest or index stored under `digest`; None if the store
+    has no such blob, or it is not an image (a layer, a config)."""
+    import json
+
+    if not content.has(digest):
+        return None
+    data = content.read(digest, what="manifest")
+    try:
+        media_type = json.loads(data).get("mediaType", "")
+    except (ValueError, AttributeError):
+        return None
+    if media_type not in mt.INDEX_TYPES and media_type not in mt.MANIFEST_TYPES:
+        return None
+    return Descriptor(media_type=media_type, digest=digest, size=len(data))
