@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -140,7 +139,7 @@ def import_records(root: Path, source: BinaryIO | Path) -> list[str]:
         if (base / ref).exists():
             continue
         tmp = base / f".tmp-import-{ref}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        store._rmtree(tmp)
         tmp.mkdir(mode=0o700)
         for name in (store.HEADER, store.EVENTS, store.FINAL):
             if name in members:
@@ -148,7 +147,7 @@ def import_records(root: Path, source: BinaryIO | Path) -> list[str]:
         try:
             os.rename(tmp, base / ref)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            store._rmtree(tmp)
             continue
         imported.append(ref)
     return imported

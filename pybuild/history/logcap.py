@@ -57,6 +57,7 @@ class StepLog:
         if len(data) <= room:
             return text
         self.clipped = True
+        self.tail += data[room:]
         return _cut(data, room) + clip_marker(self.limit)
 
     def flush(self) -> str:

@@ -320,8 +320,8 @@ class BuildRecorder:
         older than `max_age`, go when a build starts."""
         o = self.options
         try:
-            store.prune_records(self.root, keep=o.max_records if o.max_records > 0 else None,
-                                until=o.max_age if o.max_age > 0 else None)
+            store.trim(self.root, keep=o.max_records if o.max_records > 0 else None,
+                       max_age=o.max_age if o.max_age > 0 else None, now=self.clock())
         except OSError as exc:
             self.problems.append(f"build history: could not remove old records: {exc}")
 

@@ -21,8 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,14 +50,25 @@ def history_root(root: Path) -> Path:
 
 
 def new_ref() -> str:
-    """A record id shaped like BuildKit's (25 lowercase letters and digits)."""
-    return "".join(secrets.choice(_REF_ALPHABET) for _ in range(25))
+    """A record id shaped like BuildKit's (25 lowercase letters and digits). (Not the
+    `secrets` module: its imports cost a build's start-up more than this does.)"""
+    n = int.from_bytes(os.urandom(17), "big")
+    out = []
+    for _ in range(25):
+        n, r = divmod(n, 36)
+        out.append(_REF_ALPHABET[r])
+    return "".join(out)
+
+
+def _token() -> str:
+    return os.urandom(4).hex()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_token()}")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     finally:
@@ -363,13 +372,19 @@ def remove(record_dir: Path) -> int:
                 raise NotFoundError(f"build record {record_dir.name} is gone")
             raise UserError(f"build {record_dir.name} is still running; its record is kept")
         size = _size(record_dir)
-        trash = record_dir.with_name(f".trash-{record_dir.name}-{secrets.token_hex(4)}")
+        trash = record_dir.with_name(f".trash-{record_dir.name}-{_token()}")
         try:
             os.rename(record_dir, trash)
         except FileNotFoundError:
             raise NotFoundError(f"build record {record_dir.name} is gone") from None
-    shutil.rmtree(trash, ignore_errors=True)
+    _rmtree(trash)
     return size
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -398,6 +413,34 @@ def prune_records(root: Path, *, until: float | None = None, keep: int | None = 
     return PruneReport(removed=removed, bytes_freed=freed)
 
 
+def trim(root: Path, *, keep: int | None, max_age: float | None,
+         now: float | None = None) -> PruneReport:
+    """What a starting build does to keep the history bounded: usually a directory listing
+    and a stat per record (no record is read); a full prune only when something is due."""
+    now = time.time() if now is None else now
+    base = history_root(root)
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return PruneReport()
+    due = any(n.startswith(".") for n in names)
+    records = [n for n in names if not n.startswith(".")]
+    if keep is not None and len(records) > keep:
+        due = True
+    if not due and max_age is not None:
+        for n in records:
+            try:
+                # A record's directory is last changed when its final state is written.
+                if now - os.stat(base / n).st_mtime > max_age:
+                    due = True
+                    break
+            except OSError:
+                continue
+    if not due:
+        return PruneReport()
+    return prune_records(root, keep=keep, until=max_age, now=now)
+
+
 def _clean_leftovers(root: Path, now: float) -> int:
     base = history_root(root)
     freed = 0
@@ -409,7 +452,7 @@ def _clean_leftovers(root: Path, now: float) -> int:
         path = base / name
         if name.startswith(".trash-"):
             freed += _size(path)
-            shutil.rmtree(path, ignore_errors=True)
+            _rmtree(path)
         elif name.startswith(".tmp-"):
             try:
                 young = now - path.stat().st_mtime < _STALE_TMP_SECONDS
@@ -418,11 +461,11 @@ def _clean_leftovers(root: Path, now: float) -> int:
             if young or lock_held(path):
                 continue
             freed += _size(path)
-            shutil.rmtree(path, ignore_errors=True)
+            _rmtree(path)
         elif not name.startswith(".") and path.is_dir() and not (path / HEADER).exists():
             # A directory without a header is no record (one came from a broken import).
             with contextlib.suppress(OSError):
                 if now - path.stat().st_mtime > _STALE_TMP_SECONDS and not lock_held(path):
                     freed += _size(path)
-                    shutil.rmtree(path, ignore_errors=True)
+                    _rmtree(path)
     return freed
