@@ -121,11 +121,13 @@ def chromium_flags(profile: Path) -> list[str]:
             f"--user-data-dir={profile}"]
 
 
-def browse(page: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Chromium on `page` with a fresh profile (removed afterwards)."""
+def browse(page: Path, *args: str, fragment: str = "",
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Chromium on `page` (+ `#fragment`) with a fresh profile (removed afterwards)."""
     profile = Path(tempfile.mkdtemp(prefix="pybuild-chromium-"))
+    url = page.as_uri() + (f"#{fragment}" if fragment else "")
     try:
-        return subprocess.run([chromium(), *chromium_flags(profile), *args, page.as_uri()],
+        return subprocess.run([chromium(), *chromium_flags(profile), *args, url],
                               capture_output=True, text=True, timeout=timeout, check=False)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
