@@ -214,14 +214,10 @@ def _has_browser() -> bool:
 
 def _open(root: Path, ref: str) -> int:
     from pybuild.history import store
-    from pybuild.history.trace_html import render_html
+    from pybuild.history.trace_html import write_timeline
 
-    record_dir = store.resolve(root, ref)
-    page = record_dir / "timeline.html"
-    tmp = page.with_name(f".timeline.html.{os.getpid()}")
     try:
-        tmp.write_text(render_html(store.load(record_dir)), encoding="utf-8")
-        os.replace(tmp, page)
+        page = write_timeline(store.resolve(root, ref))
     except OSError as exc:
         raise UserError(f"cannot write the timeline next to the record: {exc.strerror}"
                         ) from None

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from pybuild.history.model import BuildRecord
@@ -70,3 +72,18 @@ def render_html(record: BuildRecord) -> str:
         "</script>\n"
         f"<script>{_asset('timeline.js')}</script>\n</body></html>\n"
     )
+
+
+def write_timeline(record_dir: Path) -> Path:
+    """Renders the record's timeline to `timeline.html` beside it (atomically); returns
+    the path (what `history open` opens, and what `--timeline` prints after a build)."""
+    from pybuild.history.store import load
+
+    page = record_dir / "timeline.html"
+    tmp = page.with_name(f".timeline.html.{os.getpid()}")
+    try:
+        tmp.write_text(render_html(load(record_dir)), encoding="utf-8")
+        os.replace(tmp, page)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return page
