@@ -121,6 +121,6 @@ def test_ls_of_many(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     synthetic(tmp_path, 40)
     code, out, _ = _run(capsys, tmp_path, "ls")
     assert code == 0 and "synthetic" in out
-    code, out, _ = _run(capsys, tmp_path, "open")
-    assert code == 0
+    code, out, err = _run(capsys, tmp_path, "open")
+    assert code == 0, err
     assert out.strip().endswith("timeline.html") or out.startswith("opened ")
