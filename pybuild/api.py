@@ -26,7 +26,7 @@ from pybuild.builder.events import (
     VertexStarted,
     discard,
 )
-from pybuild.errors import UserError
+from pybuild.errors import PybuildError, UserError
 from pybuild.request import BuildRequest, BuildResult, PushReport
 from pybuild.root import Root
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.convert import NamedContext
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
+    from pybuild.history import BuildRecorder, HistoryOptions
     from pybuild.llb.definition import Definition
     from pybuild.local_images import ImageDetails, ImageSummary, LoadReport
     from pybuild.oci.descriptor import Descriptor
@@ -53,9 +54,11 @@ class Builder:
     $PYBUILD_GC_KEEP_STORAGE, else 20 GB)."""
 
     def __init__(self, root: Root | Path | str | None = None, *, warmup: Warmup | None = None,
-                 gc_keep_storage: int | None = None) -> None:
+                 gc_keep_storage: int | None = None,
+                 history: HistoryOptions | None = None) -> None:
         self.root = root if isinstance(root, Root) else Root(root)
         self._warmup = warmup
+        self._history = history
         if gc_keep_storage is None and os.environ.get(GC_KEEP_STORAGE_ENV):
             from pybuild.units import parse_size
 
@@ -75,22 +78,27 @@ class Builder:
         cli = warmup is not None
         warmup = warmup or Warmup()
         ran: bool | None = None
+        recorder, events = self._record(request, on_event)
         try:
             plan = job.plan(request, self.root)
             warmup.begin(plan.idmap, likely_runs=plan.likely_runs)
-            job.prepare(plan, self.root, warmup, on_event)
+            job.prepare(plan, self.root, warmup, events)
             fes = job.compile(request, self.root, plan, warmup)
+            _describe(recorder, plan, fes)
             if cli:
                 asyncio = asyncio_without_ssl()
             else:
                 import asyncio
-            coro = job.run(request, self.root, plan, fes, warmup, on_event, stdout=stdout,
-                           gc_keep_storage=self.gc_keep_storage)
+            coro = job.run(request, self.root, plan, fes, warmup, events, stdout=stdout,
+                           gc_keep_storage=self.gc_keep_storage, ref=recorder.ref)
             result: BuildResult = asyncio.run(_terminable(coro) if handle_sigterm else coro)
             ran = bool(result.steps)
-            return result
+        except BaseException as exc:
+            _failed(recorder, exc)
+            raise
         finally:
             warmup.finish(ran)
+        return _finish(recorder, result, on_event)
 
     async def build_async(self, request: BuildRequest, *, on_event: EventSink = discard,
                           stdout: BinaryIO | None = None) -> BuildResult:
@@ -107,12 +115,31 @@ class Builder:
             loop.call_soon_threadsafe(on_event, event)
 
         warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
-        plan = await asyncio.to_thread(job.plan, request, self.root)
-        warmup.begin(plan.idmap, likely_runs=False)
-        await asyncio.to_thread(job.prepare, plan, self.root, warmup, threadsafe)
-        fes = await asyncio.to_thread(job.compile, request, self.root, plan, warmup)
-        return await job.run(request, self.root, plan, fes, warmup, on_event, stdout=stdout,
-                             gc_keep_storage=self.gc_keep_storage)
+        recorder, events = self._record(request, on_event)
+        try:
+            plan = await asyncio.to_thread(job.plan, request, self.root)
+            warmup.begin(plan.idmap, likely_runs=False)
+            await asyncio.to_thread(job.prepare, plan, self.root, warmup, threadsafe)
+            fes = await asyncio.to_thread(job.compile, request, self.root, plan, warmup)
+            _describe(recorder, plan, fes)
+            result = await job.run(request, self.root, plan, fes, warmup, events,
+                                   stdout=stdout, gc_keep_storage=self.gc_keep_storage,
+                                   ref=recorder.ref)
+        except BaseException as exc:
+            _failed(recorder, exc)
+            raise
+        return _finish(recorder, result, on_event)
+
+    def _record(self, request: BuildRequest,
+                on_event: EventSink) -> tuple[BuildRecorder, EventSink]:
+        """The build's record, and the event sink that feeds it besides `on_event`."""
+        from pybuild import recording
+        from pybuild.history import HistoryOptions, tee
+
+        if self._history is None:
+            self._history = HistoryOptions.from_environ(os.environ)
+        recorder = recording.start(self.root, request, self._history, os.environ)
+        return recorder, tee(on_event, recorder)
 
     def definition(self, request: BuildRequest) -> Definition:
         """The op DAG of a build's (first) platform, without building it."""
@@ -213,6 +240,29 @@ class Builder:
         from pybuild.content.gc import blobs_size
 
         return blobs_size(self.root.content)
+
+
+def _describe(recorder: BuildRecorder, plan: Any, fes: list[Any]) -> None:
+    from pybuild.oci.platform import host
+
+    for inputs, fe in zip(plan.inputs, fes, strict=True):
+        recorder.describe_vertices(fe.definition, platform=str(inputs.platform or host()),
+                                   dockerfile=plan.dockerfile)
+
+
+def _finish(recorder: BuildRecorder, result: BuildResult, on_event: EventSink) -> BuildResult:
+    from pybuild import recording
+
+    recorder.finish(outputs=recording.outputs(result))
+    for problem in recorder.problems:  # the record's own trouble, never the build's
+        on_event(Notice(f"build history: {problem}", level="warning"))
+    return result
+
+
+def _failed(recorder: BuildRecorder, exc: BaseException) -> None:
+    recorder.finish(error=exc)
+    if isinstance(exc, PybuildError):
+        exc.build_ref = recorder.ref
 
 
 async def _terminable(coro: Any) -> Any:

@@ -25,6 +25,7 @@ class PybuildError(Exception):
 
     code: str = "error"
     exit_code: int = 1
+    build_ref: str = ""  # the failed build's record in the history, when a build raised it
 
     def __init__(
         self,

@@ -94,6 +94,10 @@ async def prune(root: Root, policy: PrunePolicy = PrunePolicy()) -> PruneReport:
             dead = []
     finally:
         dirs.release(claimed)
+    if policy.explicit:
+        from pybuild.history import prune_records
+
+        prune_records(root.path, until=policy.until, everything=policy.everything)
     return PruneReport(records_removed=len(chosen.removed), blobs_removed=swept.blobs_removed,
                        bytes_freed=swept.bytes_freed, snapshots_removed=len(dead),
                        dirs_removed=removed_dirs)

@@ -191,7 +191,7 @@ def default_parallelism() -> int:
 
 async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compiled],
               warmup: Warmup, events: EventSink, *, stdout: BinaryIO | None = None,
-              gc_keep_storage: int | None = None) -> BuildResult:
+              gc_keep_storage: int | None = None, ref: str = "") -> BuildResult:
     """Solve, assemble, name, export. `stdout`: where outputs without dest write (None:
     refuse them); `gc_keep_storage`: the store's size limit (None: the default)."""
     import asyncio  # (imported by the caller already, without ssl: see startup)
@@ -219,7 +219,7 @@ async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compile
     tags = [_tag(root, name, image, created) for name in req.tags]
     result = BuildResult(image=image, config=config,
                          config_digest=Digest.from_bytes(config.encode()),
-                         tags=tuple(tags), steps=tuple(steps))
+                         tags=tuple(tags), steps=tuple(steps), ref=ref)
     result = await _outputs(req, root, result, events, stdout)
     await asyncio.to_thread(_export_caches, req, root, solvers, events)
     _write_result_files(req, result)

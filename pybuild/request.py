@@ -118,6 +118,7 @@ class BuildResult:
     steps: tuple[StepReport, ...] = ()  # every step that ran, in the order they finished
     exports: tuple[ExportReport, ...] = ()
     pushed: tuple[PushReport, ...] = ()
+    ref: str = ""  # the build's record in the history (`pybuild history inspect REF`)
 
     @property
     def executed(self) -> tuple[str, ...]:
@@ -135,6 +136,7 @@ class BuildResult:
             "containerimage.config.digest": str(self.config_digest),
             "containerimage.descriptor": self.image.to_json(),
             "image.name": ",".join(self.tags),
+            "buildx.build.ref": self.ref,
             "pybuild.steps.executed": list(self.executed),
             "pybuild.steps.not_cached_because": self.misses,
         }

@@ -48,7 +48,7 @@ def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]
 
 
 COMMANDS = ("build", "images", "inspect", "tag", "rmi", "export", "load", "debug", "prune",
-            "du", "pull", "push")
+            "du", "pull", "push", "history")
 
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
@@ -241,6 +241,10 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     gc.add_argument("--keep-storage", default="",
                     help="drop least recently used records until the store is under SIZE")
     sub.add_parser("du", help="show what the image store and build cache hold")
+    if only in (None, "history"):
+        from pybuild.cli import history_commands
+
+        history_commands.add_parser(sub)
     return p
 
 
@@ -355,6 +359,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser,
             return commands.prune(_builder(args), args.all, args.filter, args.keep_storage)
         case "du":
             return commands.du(_builder(args))
+        case "history":
+            from pybuild.cli import history_commands
+
+            return history_commands.run(args, parser)
         case "debug":
             if args.debug_command == "ast":
                 return commands.debug_ast(args.dockerfile)
