@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from pybuild.errors import UserError
-from pybuild.frontend.shell import gocompat
+from pybuild.frontend import gocompat
 
 __all__ = ["ExpansionError", "ShellLex", "build_envs", "shell_pattern_to_regex"]
 
