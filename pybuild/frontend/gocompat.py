@@ -123,6 +123,11 @@ def runes(s: str) -> str:
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+def has_invalid_utf8(s: str) -> bool:
+    """Whether the Go bytes behind `s` are not valid UTF-8 (an escaped raw byte)."""
+    return not s.isascii() and _SURROGATES.search(s) is not None
+
+
 def to_bytes(s: str) -> bytes:
     """The Go bytes behind a decoded string."""
     try:
@@ -320,3 +325,12 @@ def _frac(value: int, size: int) -> str:
         return str(whole)
     digits = str(frac).rjust(len(str(size)) - 1, "0").rstrip("0")
     return f"{whole}.{digits}"
+
+
+def go_parse_bool(value: str) -> bool:
+    """strconv.ParseBool (ValueError with Go's message)."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError(f"strconv.ParseBool: parsing {go_quote(value)}: invalid syntax")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 
-from pybuild.errors import UserError
+from pybuild.errors import PybuildError, UserError
 from pybuild.frontend.dockerfile2llb.history import format_platform, format_platform_all
-from pybuild.frontend.dockerfile2llb.state import DispatchContext, EnvList
+from pybuild.frontend.dockerfile2llb.state import ArgInfo, DispatchContext, EnvList, fail
 from pybuild.frontend.instructions import types as ins
+from pybuild.frontend.instructions.loc import Loc
 
 # Proxy build args reach every RUN without an ARG, outside the cache key (llb.ProxyEnv).
 PROXY_ARGS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
@@ -45,20 +46,40 @@ def default_args(ctx: DispatchContext, target_name: str) -> EnvList:
     return env
 
 
-def build_meta_args(ctx: DispatchContext, meta: list[ins.ArgInstruction]) -> None:
-    """ARGs before the first FROM: defaults are expanded in order against the scope so far;
-    a build arg replaces a default without evaluating it."""
-    env = ctx.global_args
+def build_meta_args(ctx: DispatchContext, env: EnvList, meta: list[ins.ArgInstruction],
+                    build_args: dict[str, str]) -> dict[str, ArgInfo]:
+    """buildMetaArgs: ARGs before the first FROM, into `env`. Defaults are expanded in
+    order against the scope so far; a build arg replaces a default without evaluating it.
+    Returns each meta ARG's definition (for the outline and the FROM checks)."""
+    infos: dict[str, ArgInfo] = {}
     for inst in meta:
         for decl in inst.args:
-            if decl.key in ctx.build_args:
-                value: str | None = ctx.build_args[decl.key]
+            deps: set[str] = set()
+            if decl.key in build_args:
+                value: str | None = build_args[decl.key]
             elif decl.value is not None:
-                value = ctx.expand(inst.loc, decl.value, env)
+                value, matched, _ = expand_with_matches(ctx, inst.loc, decl.value, env)
+                deps = set(matched)
+                if decl.key in deps:  # ARG FOO=${FOO}x: keep what the earlier FOO used
+                    deps.discard(decl.key)
+                    old = infos.get(decl.key)
+                    deps |= old.deps if old is not None else set()
             else:
                 value = None
             if value is not None:
                 env.set(decl.key, value)
+            infos[decl.key] = ArgInfo(key=decl.key, value=value or "", comment=decl.comment,
+                                      loc=inst.loc, deps=frozenset(deps))
+    return infos
+
+
+def expand_with_matches(ctx: DispatchContext, loc: Loc, word: str, env: EnvList
+                        ) -> tuple[str, set[str], set[str]]:
+    """ProcessWordWithMatches: the expansion, the names it found and those it did not."""
+    try:
+        return ctx.lex.process_word_with_matches(word, env.items)
+    except PybuildError as exc:
+        raise fail(loc, exc.message) from None
 
 
 def proxy_env(build_args: dict[str, str]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pybuild.frontend.dockerfile2llb.state import (
     empty_image,
     fail,
 )
+from pybuild.frontend.dockerfile2llb.validations import validate_base_image_platform
 from pybuild.frontend.instructions.loc import Loc, located
 from pybuild.frontend.resolver import ImageAddress, ImageRef, LayoutRef, NamedContext
 from pybuild.frontend.suggest import with_suggestion
@@ -93,6 +94,12 @@ def _resolve_image(ctx: DispatchContext, d: DispatchState) -> None:
     if _is_scratch(resolved.config):
         d.state = None
         return
+    cfg = resolved.config
+    if cfg.os and cfg.architecture:
+        validate_base_image_platform(
+            ctx.lint, orig, platform, Platform(os=cfg.os, architecture=cfg.architecture,
+                                               variant=cfg.variant, os_version=cfg.os_version),
+            d.loc)
     ref = f"{resolved.name}@{resolved.digest}"
     d.base_name = ref
     d.state = ctx.add(

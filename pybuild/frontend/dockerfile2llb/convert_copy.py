@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import posixpath
 
-from pybuild.errors import PybuildError
 from pybuild.frontend.dockerfile2llb.convert_runmount import context_input, scratch_input
 from pybuild.frontend.dockerfile2llb.history import commit, display, internal_meta, op_meta
 from pybuild.frontend.dockerfile2llb.sources import (
@@ -17,8 +16,10 @@ from pybuild.frontend.dockerfile2llb.sources import (
 )
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, fail
 from pybuild.frontend.dockerfile2llb.validations import (
+    expand_reported,
     has_wildcards,
     validate_chmod,
+    validate_copy_source,
     validate_digest,
 )
 from pybuild.frontend.gocompat import clean_path, to_bytes
@@ -46,20 +47,15 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
     """dispatchCopy: COPY and ADD, one FileOp with a copy action per source."""
     loc = inst.loc
     env = d.env.copy()
-    srcs = [ctx.expand(loc, s, env) for s in inst.sources]
-    dest_raw = ctx.expand(loc, inst.dest, env)
-    chown_text = ctx.expand(loc, inst.chown, env) if inst.chown else ""
-    chmod = ctx.expand(loc, inst.chmod, env) if inst.chmod else ""
-    checksum = ctx.expand(loc, inst.checksum, env) if inst.checksum else ""
+    chown_text = expand_reported(ctx, d, inst, inst.chown, env) if inst.chown else ""
+    chmod = expand_reported(ctx, d, inst, inst.chmod, env) if inst.chmod else ""
+    checksum = expand_reported(ctx, d, inst, inst.checksum, env) if inst.checksum else ""
+    srcs = [expand_reported(ctx, d, inst, s, env) for s in inst.sources]
+    dest_raw = expand_reported(ctx, d, inst, inst.dest, env)
     contents = []
+    heredoc_lex = ShellLex("\\", skip_process_quotes=True)  # ExpandRaw: `\` always escapes
     for c in inst.contents:
-        data = c.data
-        if c.expand:
-            try:
-                data = str(ShellLex("\\", skip_process_quotes=True).process_word(
-                    data, env.items))
-            except PybuildError as exc:
-                raise fail(loc, exc.message) from None
+        data = expand_reported(ctx, d, inst, c.data, env, heredoc_lex) if c.expand else c.data
         contents.append((c.path, data))
 
     source: Input | None
@@ -94,6 +90,9 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
     if chmod:
         history += f" --chmod={chmod}"
     link = inst.link and not chmod
+    # One label for the whole instruction, its remote sources included (BuildKit computes
+    # `pgName` once): an ADD of a URL is one step, not two.
+    meta = op_meta(ctx, d, loc, display(ctx, loc, env), env=env)
     actions: list[CopyAction] = []
     for src in srcs:
         history += " " + src
@@ -111,7 +110,7 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
                 raise fail(loc, f'checksum mismatch "{checksum}" != "{ref_sum}"')
             keep_git = bool(keep if keep is not None else inst.keep_git_dir)
             actions.append(CopyAction(
-                source=git_source(ctx, d, loc, src, git, keep_git,
+                source=git_source(ctx, meta, loc, src, git, keep_git,
                                         str(checksum or ref_sum or "")),
                 sources=("/",), dest=dest, chown=chown, chmod=chmod,
                 allow_wildcard=False, allow_empty_wildcard=False,
@@ -125,12 +124,14 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
                 validate_digest(loc, checksum)
             filename = url_filename(src)
             actions.append(CopyAction(
-                source=http_source(ctx, d, loc, src, filename, checksum),
+                source=http_source(ctx, meta, src, filename, checksum),
                 sources=("/" + filename,), dest=dest, chown=chown, chmod=chmod,
                 allow_wildcard=False, allow_empty_wildcard=False,
                 exclude=tuple(inst.exclude), dest_is_dir=dest_is_dir,
                 unpack=inst.unpack is True, link=link))
             continue
+        if from_context:
+            validate_copy_source(ctx, inst, src)
         include: tuple[str, ...] = ()
         required: tuple[str, ...] = ()
         path = src
@@ -163,6 +164,5 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
             exclude=tuple(inst.exclude), from_context=False, dest_is_dir=dest_is_dir,
             link=link))
     history += " " + dest_raw
-    d.state = ctx.add(FileOp(base=d.state, actions=tuple(actions)),
-                           op_meta(ctx, d, loc, display(ctx, loc, env)))
+    d.state = ctx.add(FileOp(base=d.state, actions=tuple(actions)), meta)
     commit(ctx, d, history, layer=True, buildkit=True)

@@ -21,10 +21,13 @@ def dispatch_expose(ctx: DispatchContext, d: DispatchState, inst: ins.ExposeInst
         except PybuildError as exc:
             raise fail(inst.loc, exc.message) from None
     ports: list[str] = []
+    lint = ctx.lint_for(inst)
     for w in words:
-        proto = w.partition("/")[2]
+        proto = w.rpartition(":")[2].partition("/")[2]
         if proto and proto != proto.lower():
-            ctx.lint.run(rules.EXPOSE_PROTO_CASING, inst.loc, w)
+            lint.run(rules.EXPOSE_PROTO_CASING, inst.loc, w)
+        if ":" in w:  # an IP address or a host port: meaningless in an image
+            lint.run(rules.EXPOSE_INVALID_FORMAT, inst.loc, w)
         try:
             ports.extend(parse_port_spec(w))
         except ValueError as exc:

@@ -17,7 +17,8 @@ from pybuild.frontend.dockerfile2llb.history import (
     summarize_heredoc,
 )
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, fail
-from pybuild.frontend.gocompat import to_bytes
+from pybuild.frontend.dockerfile2llb.validations import expand_reported
+from pybuild.frontend.gocompat import runes, to_bytes
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.runmount import RunMount, parse_mount
 from pybuild.llb import ExecOp, FileOp, MkfileAction, Mount
@@ -41,7 +42,7 @@ def dispatch_run(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstructio
     mounts: list[RunMount] = []
     for spec in inst.mounts:
         try:
-            mounts.append(parse_mount(spec, lambda w: ctx.expand(inst.loc, w, before)))
+            mounts.append(parse_mount(spec, lambda w: expand_reported(ctx, d, inst, w, before)))
         except PybuildError as exc:
             raise fail(inst.loc, exc.message, hint=exc.hint) from None
     if inst.devices:
@@ -68,7 +69,8 @@ def dispatch_run(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstructio
                 args = [posixpath.join("/dev/pipes/", first.name)]
             else:
                 args = [data]
-            display_suffix = f" ({summarize_heredoc(first.data)})"
+            # (BuildKit lexes the summary with the name: an invalid byte shows as U+FFFD)
+            display_suffix = f" ({runes(summarize_heredoc(first.data))})"
         else:
             full = args[0]
             for f in inst.files:
@@ -106,6 +108,6 @@ def dispatch_run(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstructio
         if m.type == "secret" and m.env:
             masked.set(m.env, "****")
     name = display(ctx, inst.loc, masked, raw_quotes=True, skip_unset_env=True)
-    d.state = ctx.add(op, op_meta(ctx, d, inst.loc, name + display_suffix))
+    d.state = ctx.add(op, op_meta(ctx, d, inst.loc, name + display_suffix, env=d.env))
     commit(ctx, d, "RUN " + run_command_string(args, d.build_args, d.env), layer=True,
            buildkit=True)

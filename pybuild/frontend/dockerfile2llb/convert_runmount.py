@@ -10,6 +10,7 @@ from pybuild.frontend.dockerfile2llb.state import (
     CONTEXT_SOURCE,
     DispatchContext,
     DispatchState,
+    MountInfo,
     fail,
 )
 from pybuild.frontend.gocompat import clean_path
@@ -48,9 +49,9 @@ def run_mount(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstruction, 
               src: DispatchState | None, ssh_index: int) -> Mount:
     loc = inst.loc
     if m.type == "secret":
-        return dispatch_secret(loc, m)
+        return dispatch_secret(d, loc, m)
     if m.type == "ssh":
-        return dispatch_ssh(loc, m, ssh_index)
+        return dispatch_ssh(d, loc, m, ssh_index)
     source_input: Input | None
     if m.type == "tmpfs":
         source_input = None
@@ -91,7 +92,7 @@ def run_mount(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstruction, 
                  readonly=m.readonly)
 
 
-def dispatch_secret(loc: Loc, m: RunMount) -> Mount:
+def dispatch_secret(d: DispatchState, loc: Loc, m: RunMount) -> Mount:
     """dispatchSecret: id defaults to the target's basename, the file to
     /run/secrets/<id> unless the secret is only an environment variable."""
     sid = m.source or m.id
@@ -99,6 +100,7 @@ def dispatch_secret(loc: Loc, m: RunMount) -> Mount:
         if not m.target:
             raise fail(loc, "one of source, target required")
         sid = posixpath.basename(m.target)
+    d.outline.secrets.setdefault(sid, MountInfo(required=m.required, loc=loc))
     target: str | None = m.target or None
     if m.env is None:
         target = m.target or "/run/secrets/" + posixpath.basename(sid)
@@ -107,11 +109,12 @@ def dispatch_secret(loc: Loc, m: RunMount) -> Mount:
         uid=m.uid or 0, gid=m.gid or 0, env=m.env or "", file=target is not None))
 
 
-def dispatch_ssh(loc: Loc, m: RunMount, index: int) -> Mount:
+def dispatch_ssh(d: DispatchState, loc: Loc, m: RunMount, index: int) -> Mount:
     """dispatchSSH: id `default`, socket /run/buildkit/ssh_agent.<n> unless a target."""
     if m.source:
         raise fail(loc, "ssh does not support source")
     sid = m.id or "default"
+    d.outline.ssh.setdefault(sid, MountInfo(required=m.required, loc=loc))
     target = m.target or f"/run/buildkit/ssh_agent.{index}"
     return Mount(target=target, type="ssh", readonly=True, ssh_id=sid, ssh=SSHOpts(
         id=sid, required=m.required, mode=0o600 if m.mode is None else m.mode,

@@ -18,6 +18,7 @@ from pybuild.frontend.dockerfile2llb.history import (
     op_meta,
 )
 from pybuild.frontend.dockerfile2llb.state import (
+    ArgInfo,
     Command,
     DispatchContext,
     DispatchState,
@@ -25,6 +26,7 @@ from pybuild.frontend.dockerfile2llb.state import (
     fail,
 )
 from pybuild.frontend.dockerfile2llb.validations import (
+    expand_reported,
     lint_secret_key,
     track_once,
     validate_signal,
@@ -91,14 +93,14 @@ def _dispatch(ctx: DispatchContext, d: DispatchState, cmd: Command) -> None:
         case ins.CopyInstruction():
             dispatch_copy(ctx, d, inst, cmd.sources)
         case ins.WorkdirInstruction():
-            _workdir(ctx, d, inst, ctx.expand(inst.loc, inst.path, d.env))
+            _workdir(ctx, d, inst, expand_reported(ctx, d, inst, inst.path, d.env))
         case ins.UserInstruction():
-            user = ctx.expand(inst.loc, inst.user, d.env)
+            user = expand_reported(ctx, d, inst, inst.user, d.env)
             d.user = user
             d.image.set(user=user)
             commit(ctx, d, f"USER {user}")
         case ins.CmdInstruction():
-            track_once(ctx.lint, d, "cmd", inst)
+            track_once(ctx.lint_for(inst), d, "cmd", inst)
             args = inst.cmd_line
             if inst.prepend_shell:
                 _json_args_lint(ctx, d, inst)
@@ -106,7 +108,7 @@ def _dispatch(ctx: DispatchContext, d: DispatchState, cmd: Command) -> None:
             d.image.set(cmd=tuple(args), args_escaped=True)
             commit(ctx, d, f"CMD {go_quote_list(args)}")
         case ins.EntrypointInstruction():
-            track_once(ctx.lint, d, "entrypoint", inst)
+            track_once(ctx.lint_for(inst), d, "entrypoint", inst)
             ep = inst.cmd_line
             if inst.prepend_shell:
                 _json_args_lint(ctx, d, inst)
@@ -116,7 +118,7 @@ def _dispatch(ctx: DispatchContext, d: DispatchState, cmd: Command) -> None:
                 d.image.set(cmd=None)
             commit(ctx, d, f"ENTRYPOINT {go_quote_list(ep or ())}")
         case ins.HealthcheckInstruction():
-            track_once(ctx.lint, d, "healthcheck", inst)
+            track_once(ctx.lint_for(inst), d, "healthcheck", inst)
             hc = Healthcheck(test=tuple(inst.test), interval=inst.interval,
                              timeout=inst.timeout, start_period=inst.start_period,
                              start_interval=inst.start_interval, retries=inst.retries)
@@ -125,21 +127,20 @@ def _dispatch(ctx: DispatchContext, d: DispatchState, cmd: Command) -> None:
         case ins.ExposeInstruction():
             dispatch_expose(ctx, d, inst)
         case ins.VolumeInstruction():
-            vols = [ctx.expand(inst.loc, v, d.env) for v in inst.volumes]
+            vols = [expand_reported(ctx, d, inst, v, d.env) for v in inst.volumes]
             if any(v == "" for v in vols):
                 raise fail(inst.loc, "VOLUME specified can not be an empty string")
             d.image.set(volumes=tuple(sorted(set(d.image.config.volumes) | set(vols))))
             commit(ctx, d, f"VOLUME [{' '.join(vols)}]")
         case ins.StopSignalInstruction():
-            sig = ctx.expand(inst.loc, inst.signal, d.env)
+            sig = expand_reported(ctx, d, inst, inst.signal, d.env)
             validate_signal(inst.loc, sig)
             d.image.set(stop_signal=sig)
             commit(ctx, d, f"STOPSIGNAL {sig}")
         case ins.ShellInstruction():
             d.image.set(shell=tuple(inst.shell))
             commit(ctx, d, f"SHELL [{' '.join(inst.shell)}]")
-        case ins.MaintainerInstruction():
-            ctx.lint.run(rules.MAINTAINER_DEPRECATED, inst.loc)
+        case ins.MaintainerInstruction():  # MaintainerDeprecated is a parse-time check
             d.image.author = inst.maintainer
             commit(ctx, d, f"MAINTAINER {inst.maintainer}")
         case ins.OnbuildInstruction():
@@ -150,19 +151,21 @@ def _dispatch(ctx: DispatchContext, d: DispatchState, cmd: Command) -> None:
 
 def _json_args_lint(ctx: DispatchContext, d: DispatchState, inst: ins.Instruction) -> None:
     if not d.image.config.shell:
-        ctx.lint.run(rules.JSON_ARGS_RECOMMENDED, inst.loc, inst.keyword)
+        ctx.lint_for(inst).run(rules.JSON_ARGS_RECOMMENDED, inst.loc, inst.keyword)
 
 
 def _env(ctx: DispatchContext, d: DispatchState, inst: ins.EnvInstruction) -> None:
     before = d.env.copy()  # all words of one instruction see the same environment
-    pairs = [(ctx.expand(inst.loc, kv.key, before), ctx.expand(inst.loc, kv.value, before),
-              kv.no_delim) for kv in inst.pairs]
+    pairs = [(expand_reported(ctx, d, inst, kv.key, before),
+              expand_reported(ctx, d, inst, kv.value, before), kv.no_delim)
+             for kv in inst.pairs]
+    lint = ctx.lint_for(inst)
     parts = []
     config_env = list(d.image.config.env)
     for key, value, no_delim in pairs:
         if no_delim:
-            ctx.lint.run(rules.LEGACY_KEY_VALUE_FORMAT, inst.loc, "ENV")
-        lint_secret_key(ctx.lint, "ENV", key, inst.loc)
+            lint.run(rules.LEGACY_KEY_VALUE_FORMAT, inst.loc, "ENV")
+        lint_secret_key(lint, "ENV", key, inst.loc)
         if not key:
             raise fail(inst.loc, "ENV names can not be blank")
         d.env.set(key, value)
@@ -187,10 +190,10 @@ def _label(ctx: DispatchContext, d: DispatchState, inst: ins.LabelInstruction) -
     labels = dict(d.image.config.labels)
     parts = []
     for kv in inst.pairs:
-        key = ctx.expand(inst.loc, kv.key, before)
-        value = ctx.expand(inst.loc, kv.value, before)
+        key = expand_reported(ctx, d, inst, kv.key, before)
+        value = expand_reported(ctx, d, inst, kv.value, before)
         if kv.no_delim:
-            ctx.lint.run(rules.LEGACY_KEY_VALUE_FORMAT, inst.loc, "LABEL")
+            ctx.lint_for(inst).run(rules.LEGACY_KEY_VALUE_FORMAT, inst.loc, "LABEL")
         if not key:
             raise fail(inst.loc, "LABEL names can not be blank")
         labels[key] = value
@@ -202,18 +205,26 @@ def _label(ctx: DispatchContext, d: DispatchState, inst: ins.LabelInstruction) -
 def _arg(ctx: DispatchContext, d: DispatchState, inst: ins.ArgInstruction) -> None:
     """dispatchArg: build arg > in-stage default > global value (only without default)."""
     parts = []
+    lint = ctx.lint_for(inst)
     for decl in inst.args:
-        lint_secret_key(ctx.lint, "ARG", decl.key, inst.loc)
+        lint_secret_key(lint, "ARG", decl.key, inst.loc)
         has_value = decl.key in ctx.build_args
         value = decl.value
+        inherited = False  # the global value of a re-declared meta ARG
         if value is None and not has_value:
             value = ctx.global_args.get(decl.key)
+            inherited = value is not None
         elif has_value:
             value = ctx.build_args[decl.key]
         elif value is not None:
-            value = ctx.expand(inst.loc, value, d.env)
+            value = expand_reported(ctx, d, inst, value, d.env)
         if value is not None and decl.key not in NON_ENV_ARGS:
             d.env.set(decl.key, value)
+        if not inherited:
+            d.outline.all_args[decl.key] = ArgInfo(key=decl.key, value=value or "",
+                                                   comment=decl.comment, loc=inst.loc)
+        d.outline.used_args.add(decl.key)
+        ctx.consumed_args.add(decl.key)
         d.build_args.append((decl.key, value))
         parts.append(decl.key if value is None else f"{decl.key}={value}")
     commit(ctx, d, "ARG " + " ".join(parts))
@@ -224,7 +235,7 @@ def _workdir(ctx: DispatchContext, d: DispatchState, inst: ins.WorkdirInstructio
     """dispatchWorkdir; `inst` None: the base image's WorkingDir (applied, not created)."""
     if inst is not None:
         if not d.workdir_set and not path.startswith("/"):
-            ctx.lint.run(rules.WORKDIR_RELATIVE_PATH, inst.loc, path)
+            ctx.lint_for(inst).run(rules.WORKDIR_RELATIVE_PATH, inst.loc, path)
         d.workdir_set = True
     if not path:
         raise fail(inst.loc if inst is not None else d.loc,
@@ -242,6 +253,6 @@ def _workdir(ctx: DispatchContext, d: DispatchState, inst: ins.WorkdirInstructio
         d.state = ctx.add(
             FileOp(base=d.state, actions=(MkdirAction(path=wd, mode=0o755, chown=chown,
                                                       make_parents=True),)),
-            op_meta(ctx, d, inst.loc, display(ctx, inst.loc, d.env)),
+            op_meta(ctx, d, inst.loc, display(ctx, inst.loc, d.env), env=d.env),
         )
     commit(ctx, d, f"WORKDIR {wd}", layer=layer)

@@ -31,16 +31,58 @@ def format_platform_all(p: Platform) -> str:
     return f"{s}/{p.variant}" if p.variant else s
 
 
-def step_label(ctx: DispatchContext, d: DispatchState, platform: Platform | None = None
-               ) -> str:
+def platform_from_env(env: EnvList) -> Platform | None:
+    """platformFromEnv: the target platform a stage's TARGET* args name, if any."""
+    os_ = arch = variant = ""
+    found = False
+    for key, value in env.items.items():
+        if key == "TARGETPLATFORM":
+            try:
+                return Platform.parse(value)
+            except PybuildError:
+                continue
+        if key in ("TARGETOS", "TARGETARCH", "TARGETVARIANT"):
+            found = True
+            if key == "TARGETOS":
+                os_ = value
+            elif key == "TARGETARCH":
+                arch = value
+            else:
+                variant = value
+    if not found:
+        return None
+    return Platform(os=os_, architecture=arch, variant=variant)
+
+
+def cross_suffix(base: Platform, target: Platform | None) -> str:
+    """formatTargetPlatform: `->arm64` when a stage for one platform builds for another."""
+    if target is None:
+        return ""
+    p = Platform.normalize(os=target.os or base.os,
+                           architecture=target.architecture or base.architecture,
+                           variant=target.variant, os_version=target.os_version)
+    if p.os == base.os and p.architecture != base.architecture:
+        return "->" + p.architecture + (f"/{p.variant}" if p.variant else "")
+    if p.os != base.os:
+        return "->" + format_platform_all(p)
+    return ""
+
+
+def step_label(ctx: DispatchContext, d: DispatchState, platform: Platform | None = None,
+               env: EnvList | None = None) -> str:
     """The next `[platform stage n/total]` label of `d` (BuildKit's `prefixCommand`
-    counts every call), or "" for a stage whose steps are not numbered."""
+    counts every call), or "" for a stage whose steps are not numbered. The platform is
+    shown in a multi-platform build, with `->arch` when the stage declares other TARGET*
+    args (a cross-compiling `FROM --platform=$BUILDPLATFORM` stage)."""
     if d.cmd_total == 0:
         return ""
     out = "["
     p = platform or d.platform
     if ctx.multi_platform and p is not None:
-        out += format_platform(p) + " "
+        out += format_platform_all(p)
+        if env is not None:
+            out += cross_suffix(p, platform_from_env(env))
+        out += " "
     if d.stage_name:
         out += d.stage_name + " "
     d.cmd_index += 1
@@ -49,9 +91,10 @@ def step_label(ctx: DispatchContext, d: DispatchState, platform: Platform | None
 
 
 def op_meta(ctx: DispatchContext, d: DispatchState, loc: Loc, text: str,
-            platform: Platform | None = None, instruction: str = "") -> OpMetadata:
+            platform: Platform | None = None, instruction: str = "",
+            env: EnvList | None = None) -> OpMetadata:
     """The metadata of the next numbered step of `d`."""
-    label = step_label(ctx, d, platform)
+    label = step_label(ctx, d, platform, env)
     if label and d.cmd_is_onbuild:
         text = "ONBUILD " + text
     p = platform or d.platform

@@ -34,3 +34,11 @@ class FrontendResult:
     config: ImageConfig  # diff_ids are filled in by the exporter from the solved layers
     stage_name: str
     warnings: tuple[BuildWarning, ...] = ()
+    # --build-arg names no ARG declared (Docker warns "[Warning] One or more build-args
+    # [X] were not consumed"; see `unused_build_args_message`)
+    unused_build_args: tuple[str, ...] = ()
+
+
+def unused_build_args_message(names: tuple[str, ...]) -> str:
+    """The classic builder's warning text for `FrontendResult.unused_build_args`."""
+    return f"[Warning] One or more build-args [{' '.join(names)}] were not consumed"

@@ -14,11 +14,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pybuild.frontend.dockerfile2llb.history import op_meta
-from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, fail
+from pybuild.frontend.dockerfile2llb.state import DispatchContext, fail
 from pybuild.frontend.gocompat import clean_path
 from pybuild.frontend.instructions.loc import Loc
-from pybuild.llb import Input, SourceOp
+from pybuild.llb import Input, OpMetadata, SourceOp
 
 _GIT_SCP = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:(?!//).+")
 
@@ -78,19 +77,18 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
 
 
-def http_source(ctx: DispatchContext, d: DispatchState, loc: Loc, url: str, filename: str,
+def http_source(ctx: DispatchContext, meta: OpMetadata, url: str, filename: str,
                 checksum: str) -> Input:
     """llb.HTTP: the file lands as `/<filename>`, 0600 (a --chmod is applied by the
     copy), with the Last-Modified time."""
     attrs = [("http.filename", filename), ("http.perm", "0600")]
     if checksum:
         attrs.append(("http.checksum", checksum))
-    desc = f"[internal] load remote file {redact(url)}"
-    meta = replace(op_meta(ctx, d, loc, desc), description=desc)
-    return ctx.add(SourceOp(identifier=url, attrs=tuple(sorted(attrs))), meta)
+    return ctx.add(SourceOp(identifier=url, attrs=tuple(sorted(attrs))),
+                   _source_meta(meta, f"[internal] load remote file {redact(url)}"))
 
 
-def git_source(ctx: DispatchContext, d: DispatchState, loc: Loc, src: str,
+def git_source(ctx: DispatchContext, meta: OpMetadata, loc: Loc, src: str,
                opts: dict[str, Any], keep_git_dir: bool, checksum: str) -> Input:
     """llb.Git: the checkout of `ref` (a commit, tag or branch), rooted at `subdir`."""
     remote, ref, subdir = split_git_ref(src)
@@ -113,5 +111,11 @@ def git_source(ctx: DispatchContext, d: DispatchState, loc: Loc, src: str,
     ident = "git://" + re.sub(r"^[a-z+]+://", "", remote)
     desc = f"[internal] load git source {redact(remote)}" + (f"#{ref}" if ref else "") + (
         f":{subdir}" if subdir else "")
-    meta = replace(op_meta(ctx, d, loc, desc), description=desc)
-    return ctx.add(SourceOp(identifier=ident, attrs=tuple(sorted(attrs))), meta)
+    return ctx.add(SourceOp(identifier=ident, attrs=tuple(sorted(attrs))),
+                   _source_meta(meta, desc))
+
+
+def _source_meta(meta: OpMetadata, description: str) -> OpMetadata:
+    """The metadata of a remote source: the step of the ADD that reads it, named as
+    pybuild's own fetcher (BuildKit names the vertex like the ADD itself)."""
+    return replace(meta, description=description, text=description)

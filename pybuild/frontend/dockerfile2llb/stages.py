@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from pybuild.errors import PybuildError, UserError
+from pybuild.frontend.dockerfile2llb.args import expand_with_matches
 from pybuild.frontend.dockerfile2llb.base import apply_named_stage
 from pybuild.frontend.dockerfile2llb.state import (
     EMPTY_IMAGE,
@@ -14,6 +15,7 @@ from pybuild.frontend.dockerfile2llb.state import (
     DispatchState,
     fail,
 )
+from pybuild.frontend.dockerfile2llb.validations import report_from_args, report_platform_flag
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.instructions.runmount import parse_mount
@@ -25,16 +27,25 @@ _COUNTED = (ins.CopyInstruction, ins.RunInstruction, ins.WorkdirInstruction)
 
 def add_stage(ctx: DispatchContext, i: int, from_: ins.FromInstruction,
               commands: list[ins.Instruction]) -> None:
-    """One FROM: its base name and platform expanded with the global scope only."""
+    """One FROM (buildDispatchStates): its base name and platform expanded with the global
+    scope only, and the FROM checks on the names they use."""
     loc = from_.loc
-    base_name = ctx.expand(loc, from_.image, ctx.global_args)
+    lint = ctx.lint_for(from_)
+    known = set(ctx.global_args.items) | set(ctx.outline.all_args)
+    base_name, used, unmatched = expand_with_matches(ctx, loc, from_.image, ctx.global_args)
+    report_from_args(lint, known, unmatched, loc)
     if not base_name:
         raise fail(loc, f"base name ({from_.image}) should not be blank",
                    hint="check the ARG used in FROM: it expands to nothing")
     d = DispatchState(base_name=base_name, loc=loc, from_=from_, name=from_.stage_name,
-                      stage_name=from_.stage_name, raw=list(commands))
+                      stage_name=from_.stage_name, raw=list(commands),
+                      outline=ctx.outline.clone())
     if from_.platform:
-        text = ctx.expand(loc, from_.platform, ctx.global_args)
+        text, matched, unmatched = expand_with_matches(ctx, loc, from_.platform,
+                                                       ctx.global_args)
+        report_from_args(lint, known, unmatched, loc)
+        report_platform_flag(lint, from_.stage_name, from_.platform, text, matched, unmatched,
+                             ctx.global_args, loc)
         if not text:
             msg = with_suggestion(f"empty platform value from expression {from_.platform}",
                                   from_.platform.strip("${}"), list(ctx.global_args.items))
@@ -44,6 +55,7 @@ def add_stage(ctx: DispatchContext, i: int, from_: ins.FromInstruction,
         except UserError as exc:
             raise fail(loc, f"failed to parse platform {from_.platform}: {exc.message}"
                        ) from None
+        used |= matched
     if d.name and d.name in ctx.named and d.name not in ("scratch", "context"):
         apply_named_stage(ctx, d, ctx.named[d.name])
         ctx.add_state(d)
@@ -51,6 +63,7 @@ def add_stage(ctx: DispatchContext, i: int, from_: ins.FromInstruction,
     if not d.name:
         d.stage_name = f"stage-{i}"
     ctx.add_state(d)
+    d.outline.used_args |= used
     total = 1 if d.base_name != EMPTY_IMAGE and d.base is None else 0
     total += sum(1 for c in commands if isinstance(c, _COUNTED))
     d.cmd_total = total

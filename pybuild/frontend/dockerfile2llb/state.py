@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pybuild.errors import PybuildError, UserError
 from pybuild.frontend.dockerfile2llb.lint import Linter
 from pybuild.frontend.dockerfile2llb.options import FrontendOptions
+from pybuild.frontend.gocompat import has_invalid_utf8
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.resolver import ImageMetaResolver, NamedContext
@@ -24,6 +25,9 @@ from pybuild.frontend.shell.lex import ShellLex
 from pybuild.llb import DefinitionBuilder, Input, Op, OpMetadata
 from pybuild.oci.config import DEFAULT_PATH, ContainerConfig, History
 from pybuild.oci.platform import Platform
+
+if TYPE_CHECKING:
+    from pybuild.frontend.dockerignore import PatternMatcher
 
 EMPTY_IMAGE = "scratch"
 CONTEXT_SOURCE = "local://context"
@@ -88,6 +92,43 @@ def empty_image(p: Platform) -> ImageState:
                       os_version=p.os_version, config=ContainerConfig(env=env, working_dir="/"))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArgInfo:
+    key: str
+    value: str
+    comment: str
+    loc: Loc
+    deps: frozenset[str] = frozenset()  # the args a meta ARG's default refers to
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountInfo:
+    required: bool
+    loc: Loc
+
+
+@dataclass(slots=True, kw_only=True)
+class OutlineCapture:
+    all_args: dict[str, ArgInfo] = field(default_factory=dict)
+    used_args: set[str] = field(default_factory=set)
+    secrets: dict[str, MountInfo] = field(default_factory=dict)
+    ssh: dict[str, MountInfo] = field(default_factory=dict)
+
+    def clone(self) -> OutlineCapture:
+        return OutlineCapture(all_args=dict(self.all_args), used_args=set(self.used_args),
+                              secrets=dict(self.secrets), ssh=dict(self.ssh))
+
+    def mark_all_used(self, keys: set[str], visited: set[str]) -> None:
+        for k in list(keys):
+            if k in visited:
+                continue
+            visited.add(k)
+            info = self.all_args.get(k)
+            if info is not None:
+                self.mark_all_used(set(info.deps), visited)
+            self.used_args.add(k)
+
+
 @dataclass(slots=True, eq=False)
 class Command:
     """An instruction of a stage with the stages it reads from (`COPY --from`,
@@ -129,6 +170,7 @@ class DispatchState:
     cmd_index: int = 0
     cmd_is_onbuild: bool = False
     ignore_cache: bool = False
+    outline: OutlineCapture = field(default_factory=OutlineCapture)
 
     @property
     def dispatched(self) -> bool:
@@ -160,6 +202,14 @@ class DispatchContext:
     warnings: list[BuildWarning] = field(default_factory=list)
     context_input: Input | None = None
     multi_platform: bool = False
+    all_stages: bool = False  # dispatch every stage (a check run without a target)
+    outline: OutlineCapture = field(default_factory=OutlineCapture)  # the meta ARGs
+    ignore: PatternMatcher | None = None  # .dockerignore, for CopyIgnoredFile
+    consumed_args: set[str] = field(default_factory=set)  # build args an ARG declared
+
+    def lint_for(self, inst: ins.Instruction) -> Linter:
+        """The linter of one instruction: its `# check=` comment merged in."""
+        return self.lint.for_comments(inst.comments)
 
     @property
     def escape(self) -> str:
@@ -174,7 +224,14 @@ class DispatchContext:
         return self.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", "")
 
     def add(self, op: Op, meta: OpMetadata | None = None) -> Input:
-        return self.dag.add(op, meta)
+        """Add an op. Like BuildKit, whose LLB is protobuf (proto3 strings must be valid
+        UTF-8), an op or a step name holding bytes that are not UTF-8 is refused."""
+        if meta is not None and has_invalid_utf8(meta.description):
+            raise _invalid_utf8()
+        try:
+            return self.dag.add(op, meta)
+        except UnicodeEncodeError:
+            raise _invalid_utf8() from None
 
     def expand(self, loc: Loc, word: str, env: EnvList | dict[str, str]) -> str:
         items = env.items if isinstance(env, EnvList) else env
@@ -188,8 +245,18 @@ class DispatchContext:
         base = self.by_name.get(d.base_name)
         if base is not None and d.kind != "named":
             d.base = base
+            d.outline = base.outline.clone()
         if d.name:
             self.by_name[d.name] = d
+
+
+def _invalid_utf8() -> UserError:
+    return UserError(
+        "failed to marshal LLB definition: string field contains invalid UTF-8",
+        code="invalid-utf8",
+        hint="this instruction holds bytes that are not UTF-8 (BuildKit refuses them too): "
+             "save the Dockerfile as UTF-8, or move the text into a file the build copies "
+             "or into a RUN heredoc script that starts with #!")
 
 
 def fail(loc: Loc, message: str, hint: str | None = None) -> UserError:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pybuild.errors import UserError
+from pybuild.frontend.gocompat import go_parse_bool
 from pybuild.frontend.suggest import with_suggestion
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
@@ -44,12 +45,10 @@ class RunMount:
 
 
 def _parse_bool(value: str, key: str) -> bool:
-    """Go's strconv.ParseBool."""
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    raise UserError(f"invalid value for {key}: {value}")
+    try:
+        return go_parse_bool(value)
+    except ValueError:
+        raise UserError(f"invalid value for {key}: {value}") from None
 
 
 def _parse_uint(value: str, base: int, bits: int) -> int:
