@@ -79,8 +79,9 @@ def lint(opts: FrontendOptions, resolver: ImageMetaResolver) -> LintReport:
         return LintReport(filename=opts.filename, source=opts.dockerfile,
                           warnings=tuple(found), error=LintError(message=str(exc.message),
                                                                  location=where))
+    # only the rules: BuildKit's check never sees `# syntax=` (it would run that frontend)
     return LintReport(filename=opts.filename, source=opts.dockerfile,
-                      warnings=tuple(ctx.warnings + ctx.lint.found))
+                      warnings=tuple(ctx.lint.found))
 
 
 T = TypeVar("T")

@@ -26,7 +26,8 @@ def dispatch_expose(ctx: DispatchContext, d: DispatchState, inst: ins.ExposeInst
         proto = w.rpartition(":")[2].partition("/")[2]
         if proto and proto != proto.lower():
             lint.run(rules.EXPOSE_PROTO_CASING, inst.loc, w)
-        if ":" in w:  # an IP address or a host port: meaningless in an image
+        parts = w.split(":")  # splitParts: [ip:][hostport:]port
+        if any(parts[:-1]):  # an IP address or a host port: meaningless in an image
             lint.run(rules.EXPOSE_INVALID_FORMAT, inst.loc, w)
         try:
             ports.extend(parse_port_spec(w))

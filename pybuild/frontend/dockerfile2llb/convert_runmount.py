@@ -30,7 +30,9 @@ from pybuild.llb import (
 
 
 def context_input(ctx: DispatchContext) -> Input:
-    """The main build context (one source op per build, with the .dockerignore patterns)."""
+    """The main build context (one source op per build, with the .dockerignore patterns).
+    Unlike BuildKit's it carries no FollowPaths: what a step reads is part of its cache key
+    through the content digests, not of the source op's identity."""
     if ctx.context_input is None:
         attrs: tuple[tuple[str, str], ...] = ()
         if ctx.opts.dockerignore:

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from pybuild.errors import PybuildError, UserError
+from pybuild.errors import UserError
 from pybuild.frontend.dockerfile2llb.lint import Linter
 from pybuild.frontend.dockerfile2llb.options import FrontendOptions
 from pybuild.frontend.gocompat import has_invalid_utf8
@@ -232,13 +232,6 @@ class DispatchContext:
             return self.dag.add(op, meta)
         except UnicodeEncodeError:
             raise _invalid_utf8() from None
-
-    def expand(self, loc: Loc, word: str, env: EnvList | dict[str, str]) -> str:
-        items = env.items if isinstance(env, EnvList) else env
-        try:
-            return str(self.lex.process_word(word, items))
-        except PybuildError as exc:
-            raise fail(loc, exc.message) from None
 
     def add_state(self, d: DispatchState) -> None:
         self.states.append(d)
