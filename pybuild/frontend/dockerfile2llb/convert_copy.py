@@ -157,7 +157,7 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
         history += " <<" + name
         doc = ctx.add(FileOp(base=None, actions=(
             MkfileAction(path=clean_path("/" + name), data=to_bytes(data), mode=0o644),)),
-            internal_meta("[internal] preparing inline document"))
+            internal_meta("[internal] preparing inline document", d.platform))
         actions.append(CopyAction(
             source=doc, sources=(clean_path("/" + name),), dest=dest, chown=chown, chmod=chmod,
             allow_wildcard=False, allow_empty_wildcard=False, follow_symlinks=False,

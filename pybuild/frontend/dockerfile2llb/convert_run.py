@@ -63,7 +63,7 @@ def dispatch_run(ctx: DispatchContext, d: DispatchState, inst: ins.RunInstructio
                 # a script with a shebang is written to a file and run directly
                 src = ctx.add(FileOp(base=None, actions=(
                     MkfileAction(path="/" + first.name, data=to_bytes(data), mode=0o755),)),
-                    internal_meta("[internal] preparing inline document"))
+                    internal_meta("[internal] preparing inline document", d.platform))
                 extra.append(Mount(target="/dev/pipes", type="bind", input=src,
                                    selector="/", readonly=True))
                 args = [posixpath.join("/dev/pipes/", first.name)]

@@ -94,6 +94,8 @@ def empty_image(p: Platform) -> ImageState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArgInfo:
+    """An ARG definition: its value, doc comment and where it is."""
+
     key: str
     value: str
     comment: str
@@ -103,12 +105,17 @@ class ArgInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MountInfo:
+    """A secret or SSH id a RUN mounts (the first mount of that id counts)."""
+
     required: bool
     loc: Loc
 
 
 @dataclass(slots=True, kw_only=True)
 class OutlineCapture:
+    """What a stage declares and uses, for `--call=outline` (BuildKit's outlineCapture):
+    copied from the global scope, or from the base stage, when the stage is declared."""
+
     all_args: dict[str, ArgInfo] = field(default_factory=dict)
     used_args: set[str] = field(default_factory=set)
     secrets: dict[str, MountInfo] = field(default_factory=dict)
