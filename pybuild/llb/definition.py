@@ -12,12 +12,19 @@ from pybuild.llb.ops import Input, Op, encode, op_digest
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpMetadata:
-    description: str = ""  # e.g. "[build 2/4] RUN make"
+    """What the frontend says about an op, outside its digest. `description` is the whole
+    progress name; the typed fields are its parts, so that nobody re-parses it."""
+
+    description: str = ""  # e.g. "[linux/arm64 build 2/4] RUN make"
     stage: str = ""
     filename: str = ""
     start_line: int = 0
     end_line: int = 0
     ignore_cache: bool = False
+    step: str = ""  # the step label, e.g. "[linux/arm64 build 2/4]"; "" when unnumbered
+    instruction: str = ""  # the instruction keyword, e.g. "RUN" ("FROM" for a base image)
+    text: str = ""  # the description after the label, e.g. "RUN make"
+    platform: str = ""  # the platform the op is built for, e.g. "linux/arm64"
 
 
 @dataclass(slots=True)

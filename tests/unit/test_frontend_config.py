@@ -61,7 +61,7 @@ def test_maintainer(fe):
     r = fe.compile("FROM scratch\nMAINTAINER me <me@x>\n")
     assert r.config.author == "me <me@x>"
     assert r.config.history[-1].created_by == "MAINTAINER me <me@x>"
-    assert any("MaintainerDeprecated" in w for w in r.warnings)
+    assert any("MaintainerDeprecated" in w for w in map(str, r.warnings))
 
 
 def test_workdir_creates_dir_owned_by_user(fe):
@@ -96,7 +96,7 @@ def test_base_workdir_not_created(fe):
 def test_workdir_relative_lint(fe):
     """testWorkdirRelativePath: a relative first WORKDIR is linted."""
     r = fe.compile("FROM busybox\nWORKDIR app\n")
-    assert any("WorkdirRelativePath" in w for w in r.warnings)
+    assert any("WorkdirRelativePath" in w for w in map(str, r.warnings))
     assert r.config.config.working_dir == "/app"
 
 
@@ -203,7 +203,7 @@ def test_expose(fe):
     assert c.history[-1].created_by == (
         "EXPOSE [3000/tcp 4000/udp 53/udp 80/tcp 81/tcp 82/tcp]")
     r = fe.compile("FROM scratch\nEXPOSE 80/TCP\n")
-    assert any("ExposeProtoCasing" in w for w in r.warnings)
+    assert any("ExposeProtoCasing" in w for w in map(str, r.warnings))
     with pytest.raises(UserError, match="invalid proto: foo"):
         cfg(fe, "FROM scratch\nEXPOSE 80/foo\n")
     with pytest.raises(UserError, match="invalid containerPort: 70000"):

@@ -135,7 +135,7 @@ def test_duplicate_stage_name_is_lint(fe):
     """testDuplicateStageName: BuildKit only warns; with check=error=true it fails."""
     df = "FROM busybox AS a\nRUN x\nFROM busybox AS a\nRUN y\nFROM a\n"
     r = fe.compile(df)
-    assert any("DuplicateStageName" in w and ":3:" in w for w in r.warnings)
+    assert any("DuplicateStageName" in w and ":3:" in w for w in map(str, r.warnings))
     with pytest.raises(UserError) as e:
         fe.compile("# check=error=true\n" + df)
     assert "lint violation found for rules: DuplicateStageName" in e.value.message

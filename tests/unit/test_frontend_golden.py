@@ -32,7 +32,7 @@ def test_golden(fe, golden, case: Path) -> None:
         "definition": result.definition.to_json(),
         "config": result.config.to_json(),
         "stage": result.stage_name,
-        "warnings": list(result.warnings),
+        "warnings": [str(w) for w in result.warnings],
     })
     # the DAG is deterministic: compiling again gives the same digests
     again = fe.compile((case / "Dockerfile").read_bytes(), **opts)

@@ -210,7 +210,7 @@ def test_syntax_directive_warns(fe):
     """directives_test.go: `# syntax=` is recorded as a warning unless BUILDKIT_SYNTAX
     selects the built-in frontend."""
     r = fe.compile("# syntax=docker/dockerfile:1\nFROM busybox\n")
-    assert any("syntax directive" in w and "Dockerfile:1" in w for w in r.warnings)
+    assert any("syntax directive" in w and "Dockerfile:1" in w for w in map(str, r.warnings))
     r = fe.compile("# syntax=docker/dockerfile:1\nFROM busybox\n",
                    build_args={"BUILDKIT_SYNTAX": "dockerfile.v0"})
     assert not r.warnings

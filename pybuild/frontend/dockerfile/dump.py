@@ -3,8 +3,8 @@ files, also printed by BuildKit's ``parser/dumper`` tool)."""
 
 from __future__ import annotations
 
-from pybuild.frontend.dockerfile.goquote import go_quote, go_quote_list
 from pybuild.frontend.dockerfile.parser import Node, ParseResult
+from pybuild.frontend.gocompat import go_quote, go_quote_list
 
 __all__ = ["dump_ast", "dump_node", "go_quote", "go_quote_list"]
 

@@ -21,16 +21,6 @@ from pybuild.frontend.dockerfile.directives import (
     Directives,
     check_escape_token,
 )
-from pybuild.frontend.dockerfile.goquote import (
-    from_bytes,
-    go_lower,
-    go_quote,
-    go_quote_list,
-    go_trimleft_space,
-    go_trimspace,
-    normalize,
-    to_bytes,
-)
 from pybuild.frontend.dockerfile.heredoc import (
     Heredoc,
     HeredocError,
@@ -44,6 +34,16 @@ from pybuild.frontend.dockerfile.line_parsers import (
     LineParseError,
     parse_ignore,
     split_command,
+)
+from pybuild.frontend.gocompat import (
+    from_bytes,
+    go_lower,
+    go_quote,
+    go_quote_list,
+    go_trimleft_space,
+    go_trimspace,
+    normalize,
+    to_bytes,
 )
 
 __all__ = [

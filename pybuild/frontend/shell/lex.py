@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from pybuild.errors import UserError
-from pybuild.frontend.shell import gocompat
+from pybuild.frontend import gocompat
 
 __all__ = ["ExpansionError", "ShellLex", "build_envs", "shell_pattern_to_regex"]
 
@@ -115,7 +115,10 @@ class _Scanner:
     __slots__ = ("_pos", "_src")
 
     def __init__(self, src: str) -> None:
-        self._src = src
+        # text/scanner decodes runes: an invalid byte reads as utf8.RuneError (U+FFFD), so
+        # an expanded word never carries a byte that is not UTF-8 (values substituted from
+        # the environment are inserted as they are).
+        self._src = gocompat.runes(src)
         self._pos = 1 if src.startswith(_BOM) else 0
 
     def peek(self) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pybuild.errors import UserError
+from pybuild.frontend.gocompat import go_parse_bool
+from pybuild.frontend.suggest import with_suggestion
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")
@@ -25,7 +27,7 @@ _ALL_KEYS = (
 Expander = Callable[[str], str]
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunMount:
     type: str = "bind"
     from_: str = ""
@@ -43,12 +45,10 @@ class RunMount:
 
 
 def _parse_bool(value: str, key: str) -> bool:
-    """Go's strconv.ParseBool."""
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    raise UserError(f"invalid value for {key}: {value}")
+    try:
+        return go_parse_bool(value)
+    except ValueError:
+        raise UserError(f"invalid value for {key}: {value}") from None
 
 
 def _parse_uint(value: str, base: int, bits: int) -> int:
@@ -82,12 +82,6 @@ def _fields(spec: str) -> list[str]:
     return rows[0] if rows else []
 
 
-def _suggested(message: str, value: str, options: tuple[str, ...]) -> str:
-    from pybuild.frontend.instructions import with_suggestion
-
-    return with_suggestion(message, value, options)
-
-
 def parse_mount(spec: str, expand: Expander | None) -> RunMount:
     """One `--mount` value; `expand` is None for the parse-time pass."""
     m = RunMount()
@@ -99,14 +93,14 @@ def parse_mount(spec: str, expand: Expander | None) -> RunMount:
             if expand is None:
                 continue  # evaluated later
             if key in ("readonly", "ro"):
-                m.readonly, ro_auto = True, False
+                m, ro_auto = replace(m, readonly=True), False
                 continue
             if key in ("readwrite", "rw"):
-                m.readonly, ro_auto = False, False
+                m, ro_auto = replace(m, readonly=False), False
                 continue
             if key == "required":
                 if m.type in ("secret", "ssh"):
-                    m.required = True
+                    m = replace(m, required=True)
                     continue
                 raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
             raise UserError(f"invalid field '{field}' must be a key=value pair")
@@ -123,57 +117,60 @@ def parse_mount(spec: str, expand: Expander | None) -> RunMount:
             case "type":
                 v = value.lower()
                 if v not in MOUNT_TYPES:
-                    raise UserError(_suggested(f'unsupported mount type "{value}"', value,
+                    raise UserError(with_suggestion(f'unsupported mount type "{value}"', value,
                                                MOUNT_TYPES))
-                m.type = v
+                m = replace(m, type=v)
             case "from":
-                m.from_ = value
+                m = replace(m, from_=value)
             case "source" | "src":
-                m.source = value
+                m = replace(m, source=value)
             case "target" | "dst" | "destination":
-                m.target = value
+                m = replace(m, target=value)
             case "readonly" | "ro":
-                m.readonly = _parse_bool(value, key)
-                ro_auto = False
+                m, ro_auto = replace(m, readonly=_parse_bool(value, key)), False
             case "readwrite" | "rw":
-                m.readonly = not _parse_bool(value, key)
-                ro_auto = False
+                m, ro_auto = replace(m, readonly=not _parse_bool(value, key)), False
             case "required":
                 if m.type not in ("secret", "ssh"):
                     raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
-                m.required = _parse_bool(value, key)
+                m = replace(m, required=_parse_bool(value, key))
             case "size":
                 if m.type != "tmpfs":
                     raise UserError(f"unexpected key '{key}' for mount type '{m.type}'")
                 try:
-                    m.size = ram_in_bytes(value)
+                    m = replace(m, size=ram_in_bytes(value))
                 except ValueError:
                     raise UserError(f"invalid value for {key}: {value}") from None
             case "id":
-                m.id = value
+                m = replace(m, id=value)
             case "sharing":
                 v = value.lower()
                 if v not in SHARING_MODES:
-                    raise UserError(_suggested(f'unsupported sharing value "{value}"', value,
+                    raise UserError(with_suggestion(f'unsupported sharing value "{value}"', value,
                                                SHARING_MODES))
-                m.sharing = v
+                m = replace(m, sharing=v)
             case "mode" | "uid" | "gid":
                 try:
                     n = _parse_uint(value, 8 if key == "mode" else 10, 32)
                 except ValueError:
                     raise UserError(f"invalid value {value} for {key}") from None
-                setattr(m, key, n)
+                if key == "mode":
+                    m = replace(m, mode=n)
+                elif key == "uid":
+                    m = replace(m, uid=n)
+                else:
+                    m = replace(m, gid=n)
             case "env":
-                m.env = value
+                m = replace(m, env=value)
             case _:
-                raise UserError(_suggested(f"unexpected key '{key}' in '{field}'", key,
+                raise UserError(with_suggestion(f"unexpected key '{key}' in '{field}'", key,
                                            _ALL_KEYS))
     if m.type not in ("secret", "ssh", "cache"):
         for key in ("mode", "uid", "gid"):
             if getattr(m, key) is not None:
                 raise UserError(f'{key} not allowed for "{m.type}" type mounts')
     if ro_auto:
-        m.readonly = m.type not in ("cache", "tmpfs")
+        m = replace(m, readonly=m.type not in ("cache", "tmpfs"))
     if m.type == "secret":
         if m.from_:
             raise UserError("secret mount should not have a from")
