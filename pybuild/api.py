@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.builder.events import (
+    CheckWarning,
     Event,
     EventSink,
     Notice,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from pybuild.cache.remote import CacheOption
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
-    from pybuild.frontend.convert import NamedContext
+    from pybuild.frontend.resolver import NamedContext
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.history import BuildRecorder, HistoryOptions
     from pybuild.llb.definition import Definition
@@ -300,9 +301,9 @@ def parse_cache_option(text: str, *, flag: str) -> CacheOption:
 
 def parse_named_context(value: str) -> NamedContext:
     """The VALUE of `--build-context NAME=VALUE`."""
-    from pybuild.frontend.convert import NamedContext
+    from pybuild.frontend.resolver import parse_named_context as parse
 
-    return NamedContext.parse(value)
+    return parse(value)
 
 
 def registry_options(*, creds: str | None = None, auth_file: str = "", insecure: bool = False,
@@ -322,7 +323,7 @@ def dockerfile_ast(data: bytes, path: str) -> str:
     return dump_ast(parse(data, path))
 
 
-__all__ = ["BuildRequest", "BuildResult", "Builder", "Event", "EventSink", "Notice",
+__all__ = ["BuildRequest", "BuildResult", "Builder", "CheckWarning", "Event", "EventSink", "Notice",
            "PushReport", "Root", "UserError", "VertexCached", "VertexDone", "VertexFailed",
            "VertexLog", "VertexMiss", "VertexStarted", "discard", "dockerfile_ast",
            "parse_cache_option", "parse_named_context", "parse_output", "registry_options"]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pybuild.builder.solver import Solver
     from pybuild.cache.remote import ImportedCache
     from pybuild.exporters.run import ExportReport
+    from pybuild.frontend.results import BuildWarning
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
     from pybuild.root import Root
@@ -63,7 +64,7 @@ def plan(req: BuildRequest, root: Root) -> Plan:
         dockerfile=data, filename=filename, build_args=req.build_args, target=req.target,
         platform=p, labels=req.labels, dockerignore=patterns, no_cache=req.no_cache,
         no_cache_filter=req.no_cache_filter, network=req.network, named_contexts=named,
-        pull=req.pull) for p in platforms)
+        multi_platform=len(platforms) > 1, pull=req.pull) for p in platforms)
     memos = tuple(memo.memo_path(root.frontend_memo_dir, i) for i in inputs)
     likely = (req.no_cache or bool(req.no_cache_filter) or memo.ran_marker(memos[0]).exists()
               or not all(m.exists() for m in memos))
@@ -153,13 +154,14 @@ def compile(req: BuildRequest, root: Root, plan_: Plan,
 
 def _compile(req: BuildRequest, root: Root, inputs: memo.FrontendInputs, path: Path,
              warmup: Warmup) -> memo.Compiled:
-    from pybuild.frontend.convert import compile_dockerfile
+    from pybuild.frontend.dockerfile2llb.convert import compile_dockerfile
     from pybuild.resolver import StoreResolver
 
     resolver = StoreResolver(root.content, root.images, registry=req.registry, pull=req.pull,
                              on_image=warmup.prefetcher(root.content, root.snapshots))
     fe = compile_dockerfile(inputs.options(), resolver)
-    compiled = memo.Compiled(fe.definition, fe.config, fe.stage_name, tuple(fe.warnings))
+    compiled = memo.Compiled(fe.definition, fe.config, fe.stage_name, tuple(fe.warnings),
+                             tuple(fe.unused_build_args))
     memo.save(path, compiled, resolver.resolved)
     return compiled
 
@@ -202,9 +204,11 @@ async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compile
     if req.max_parallelism < 0:
         raise UserError(f"--max-parallelism {req.max_parallelism}: must be 0 (the default) "
                         "or more")
-    secrets = await asyncio.to_thread(_read_secrets, req)
+    warnings = _report_checks(fes, events)
+    secrets = await asyncio.to_thread(_read_secrets, req) if req.secrets else ()
     ssh = _ssh_sockets(req)
-    imported = await asyncio.to_thread(_import_caches, req, root, events)
+    imported = (await asyncio.to_thread(_import_caches, req, root, events)
+                if req.cache_from else None)
     solvers, solved_all = await _solve(req, root, plan_, fes, warmup, events, secrets, ssh,
                                        imported)
     steps = [StepReport(name=name, reason=reason, layer_seconds=s.layer_seconds.get(name, 0.0))
@@ -219,13 +223,29 @@ async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compile
     tags = [_tag(root, name, image, created) for name in req.tags]
     result = BuildResult(image=image, config=config,
                          config_digest=Digest.from_bytes(config.encode()),
-                         tags=tuple(tags), steps=tuple(steps), ref=ref)
+                         tags=tuple(tags), steps=tuple(steps), ref=ref,
+                         warnings=warnings)
     result = await _outputs(req, root, result, events, stdout)
     await asyncio.to_thread(_export_caches, req, root, solvers, events)
     _write_result_files(req, result)
     if steps:
         await _collect_garbage(root, events, gc_keep_storage)
     return result
+
+
+def _report_checks(fes: list[memo.Compiled], events: EventSink) -> tuple[BuildWarning, ...]:
+    """The build checks, as events: one platform's (BuildKit reports the first's only)."""
+    from pybuild.builder.events import CheckWarning
+
+    warnings = tuple(fes[0].warnings)
+    for w in warnings:
+        events(CheckWarning(rule=w.rule, short=w.short, description=w.description, url=w.url,
+                            filename=w.filename, line=w.line))
+    if fes[0].unused_build_args:
+        from pybuild.frontend.dockerfile2llb.options import unused_build_args_message
+
+        events(Notice(unused_build_args_message(fes[0].unused_build_args), level="warning"))
+    return warnings
 
 
 async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compiled],
@@ -427,7 +447,8 @@ def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
 def _write_result_files(req: BuildRequest, result: BuildResult) -> None:
     digest = result.pushed[0].digest if result.pushed else result.image.digest
     for path, text in ((req.iidfile, str(digest)),
-                       (req.metadata_file, json.dumps(result.metadata(), indent=2))):
+                       (req.metadata_file,
+                        json.dumps(result.metadata(warnings=req.metadata_warnings), indent=2))):
         if not path:
             continue
         try:

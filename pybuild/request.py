@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from pybuild.digest import Digest
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
-    from pybuild.frontend.convert import NamedContext
+    from pybuild.frontend.resolver import NamedContext
+    from pybuild.frontend.results import BuildWarning
     from pybuild.oci.config import ImageConfig
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
@@ -89,6 +90,7 @@ class BuildRequest:
     cache_to: tuple[CacheOption, ...] = ()
     iidfile: str = ""  # write the image digest here
     metadata_file: str = ""  # write buildx's metadata JSON here
+    metadata_warnings: bool = False  # put the build checks in it (buildx: BUILDX_METADATA_WARNINGS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +121,7 @@ class BuildResult:
     exports: tuple[ExportReport, ...] = ()
     pushed: tuple[PushReport, ...] = ()
     ref: str = ""  # the build's record in the history (`pybuild history inspect REF`)
+    warnings: tuple[BuildWarning, ...] = ()  # the build checks the Dockerfile failed
 
     @property
     def executed(self) -> tuple[str, ...]:
@@ -128,10 +131,14 @@ class BuildResult:
     def misses(self) -> dict[str, str]:
         return {s.name: s.reason for s in self.steps}
 
-    def metadata(self) -> dict[str, object]:
-        """buildx's `--metadata-file` keys (plus pybuild's own)."""
+    def metadata(self, *, warnings: bool = False) -> dict[str, object]:
+        """buildx's `--metadata-file` keys (plus pybuild's own); `warnings`: with the
+        build checks, as buildx writes them (`client.VertexWarning`) when asked."""
         digest = self.pushed[0].digest if self.pushed else self.image.digest
-        return {
+        extra: dict[str, object] = {}
+        if warnings and self.warnings:
+            extra["buildx.build.warnings"] = [_vertex_warning(w) for w in self.warnings]
+        return {**extra,
             "containerimage.digest": str(digest),
             "containerimage.config.digest": str(self.config_digest),
             "containerimage.descriptor": self.image.to_json(),
@@ -140,3 +147,23 @@ class BuildResult:
             "pybuild.steps.executed": list(self.executed),
             "pybuild.steps.not_cached_because": self.misses,
         }
+
+
+def _vertex_warning(w: BuildWarning) -> dict[str, object]:
+    """BuildKit's `client.VertexWarning` in JSON (its byte fields are base64)."""
+    import base64
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    out: dict[str, object] = {"level": 1, "short": b64(w.short)}
+    if w.description:
+        out["detail"] = [b64(w.description)]
+    if w.url:
+        out["url"] = w.url
+    if w.filename:
+        out["sourceInfo"] = {"filename": w.filename}
+    if w.ranges:
+        out["range"] = [{"start": {"line": r.start_line}, "end": {"line": r.end_line}}
+                        for r in w.ranges]
+    return out

@@ -14,7 +14,7 @@ from pybuild.content.store import ContentStore
 from pybuild.content.walk import read_config, read_manifest, resolve_platform
 from pybuild.digest import Digest
 from pybuild.errors import NotFoundError, UserError
-from pybuild.frontend.convert import ResolvedImage
+from pybuild.frontend.resolver import ResolvedImage
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import ImageConfig
 from pybuild.oci.descriptor import Descriptor, Manifest

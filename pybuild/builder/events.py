@@ -49,6 +49,19 @@ class VertexFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckWarning:
+    """A build check the Dockerfile failed (BuildKit's lint rules): buildx prints
+    `WARN: <short>` as the build goes and a summary at its end."""
+
+    rule: str  # e.g. "StageNameCasing"; "" for a warning that is no lint rule
+    short: str  # `Rule: message (line N)`
+    description: str = ""
+    url: str = ""
+    filename: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """A one-off message (warnings, chosen snapshotter, ...)."""
 
@@ -56,7 +69,8 @@ class Notice:
     level: str = "info"
 
 
-Event = VertexStarted | VertexCached | VertexLog | VertexDone | VertexMiss | VertexFailed | Notice
+Event = (VertexStarted | VertexCached | VertexLog | VertexDone | VertexMiss | VertexFailed
+         | CheckWarning | Notice)
 EventSink = Callable[[Event], None]
 
 

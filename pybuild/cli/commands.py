@@ -139,6 +139,8 @@ def build_request(args: argparse.Namespace, build_args: tuple[tuple[str, str], .
         registry=registry_options(args), pull=args.pull != "never",
         cache_from=cache_from, cache_to=cache_to,
         iidfile=args.iidfile, metadata_file=args.metadata_file,
+        metadata_warnings=os.environ.get("BUILDX_METADATA_WARNINGS", "").lower() in ("1",
+                                                                                   "true"),
     )
 
 
@@ -150,6 +152,10 @@ def build(args: argparse.Namespace, builder: Builder, build_args: tuple[tuple[st
         result = builder.build(req, on_event=progress, stdout=_stdout(), handle_sigterm=True)
     finally:
         progress.close()
+    if args.progress not in ("rawjson", "quiet") and not args.quiet:
+        from pybuild.cli.render import render_check_summary
+
+        render_check_summary([w.short for w in result.warnings], sys.stderr)
     for pushed in result.pushed:
         print(f"pushed {pushed}", file=sys.stderr)
     if args.explain:

@@ -8,6 +8,7 @@ import time
 from typing import TextIO
 
 from pybuild.api import (
+    CheckWarning,
     Event,
     Notice,
     VertexCached,
@@ -83,6 +84,8 @@ class PlainProgress:
                 w(f"#{self._n(event.digest)} DONE {event.seconds:.1f}s\n")
             case VertexFailed():
                 w(f"#{self._n(event.digest)} ERROR: {event.error}\n")
+            case CheckWarning():
+                w(f"WARN: {event.short}\n")
             case Notice():
                 w(f"{event.level}: {event.text}\n")
         self.out.flush()
@@ -106,3 +109,13 @@ class QuietProgress:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice) and event.level == "warning":
             self.out.write(f"warning: {event.text}\n")
+
+
+def render_check_summary(warnings: list[str], out: TextIO) -> None:
+    """What buildx prints after a build whose Dockerfile failed checks."""
+    if not warnings:
+        return
+    count = "1 warning found" if len(warnings) == 1 else f"{len(warnings)} warnings found"
+    out.write(f"\n {count}:\n")
+    for short in warnings:
+        out.write(f" - {short}\n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pybuild.api import (
+    CheckWarning,
     Event,
     Notice,
     VertexCached,
@@ -103,6 +104,8 @@ class TtyProgress:
                     s = self._step(event.digest, event.name)
                     s.seconds = now - s.started if s.state == "running" else 0.0
                     s.state = "failed"
+                case CheckWarning():
+                    self.notices.append(("WARN", event.short))
                 case Notice():
                     self.notices.append((event.level, event.text))
         # A step that starts or fails is drawn at once (the periodic refresh could miss a

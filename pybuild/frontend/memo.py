@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from pybuild.frontend.convert import FrontendOptions, NamedContext
+    from pybuild.frontend.dockerfile2llb.options import FrontendOptions
+    from pybuild.frontend.resolver import NamedContext
+    from pybuild.frontend.results import BuildWarning
     from pybuild.llb.definition import Definition
     from pybuild.oci.config import ImageConfig
     from pybuild.oci.platform import Platform
@@ -46,11 +48,11 @@ class FrontendInputs:
     no_cache_filter: tuple[str, ...] = ()
     network: str = "default"
     named_contexts: tuple[tuple[str, NamedContext], ...] = ()
-    multi_platform: bool = False
+    multi_platform: bool = False  # several platforms: progress names carry the platform
     pull: bool = True  # whether a missing base image may be pulled (it changes what resolves)
 
     def options(self) -> FrontendOptions:
-        from pybuild.frontend.convert import FrontendOptions
+        from pybuild.frontend.dockerfile2llb.options import FrontendOptions
 
         return FrontendOptions(
             dockerfile=self.dockerfile, filename=self.filename, build_args=self.build_args,
@@ -62,12 +64,13 @@ class FrontendInputs:
 
 class Compiled(NamedTuple):
     """The part of the frontend's result a build uses (plain values: unpickling it must
-    not import the frontend's modules)."""
+    not import the frontend's modules; `frontend.results` is a small one on purpose)."""
 
     definition: Definition
     config: ImageConfig
     stage_name: str
-    warnings: tuple[object, ...]
+    warnings: tuple[BuildWarning, ...]
+    unused_build_args: tuple[str, ...] = ()
 
 
 def memo_path(directory: Path, inputs: FrontendInputs) -> Path:
@@ -123,10 +126,10 @@ def source_stamp() -> str:
     """Changes whenever the frontend's code does."""
     global _stamp
     if _stamp is None:
-        import pybuild
+        from pybuild import __version__
 
-        base = Path(pybuild.__file__).parent
-        stamps = [pybuild.__version__]
+        base = Path(__file__).resolve().parents[1]
+        stamps = [__version__]
         for name in _SOURCE_FILES:
             stamps.append(f"{name}:{os.stat(base / name).st_mtime_ns}")
         for sub in _SOURCES:

@@ -88,11 +88,6 @@ class NamedContext:
     kind: NamedContextKind
     value: str
 
-    @classmethod
-    def parse(cls, text: str) -> NamedContext:
-        # Kept for today's callers (api, tests); new code calls parse_named_context.
-        return parse_named_context(text)
-
 
 def parse_named_context(text: str) -> NamedContext:
     """The value of `--build-context name=VALUE`, as buildx spells it."""

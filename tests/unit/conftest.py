@@ -16,13 +16,9 @@ import pytest
 
 from pybuild.digest import Digest
 from pybuild.errors import NotFoundError
-from pybuild.frontend.convert import (
-    FrontendOptions,
-    FrontendResult,
-    NamedContext,
-    ResolvedImage,
-    compile_dockerfile,
-)
+from pybuild.frontend.dockerfile2llb.convert import compile_dockerfile
+from pybuild.frontend.dockerfile2llb.options import FrontendOptions, FrontendResult
+from pybuild.frontend.resolver import ResolvedImage, parse_named_context
 from pybuild.oci.config import ContainerConfig, History, ImageConfig
 from pybuild.oci.platform import Platform
 
@@ -111,7 +107,7 @@ class Frontend:
             opts["build_args"] = tuple(opts["build_args"].items())
         if "named_contexts" in opts and isinstance(opts["named_contexts"], dict):
             opts["named_contexts"] = tuple(
-                (k, NamedContext.parse(v)) for k, v in opts["named_contexts"].items())
+                (k, parse_named_context(v)) for k, v in opts["named_contexts"].items())
         opts.setdefault("platform", AMD64)
         opts.setdefault("build_platform", AMD64)
         return compile_dockerfile(FrontendOptions(dockerfile=data, **opts), self.resolver)

@@ -23,7 +23,6 @@ from pybuild.frontend.resolver import (
 ])
 def test_named_context_values(text: str, kind: str, value: str) -> None:
     assert parse_named_context(text) == NamedContext(kind=kind, value=value)  # type: ignore[arg-type]
-    assert NamedContext.parse(text) == parse_named_context(text)
 
 
 @pytest.mark.parametrize("text", ["https://github.com/a/b.git", "input:x", "target:y",
