@@ -1,0 +1,1 @@
+"""Supply-chain attestations: SBOMs, SLSA provenance, attestation manifests."""
