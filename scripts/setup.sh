@@ -11,6 +11,7 @@ APT_PACKAGES=(
   skopeo umoci podman docker-registry               # independent validators, test registry
   apache2-utils openssl zstd attr libcap2-bin       # htpasswd, certs, zstd, xattrs, setcap
   busybox-static                                     # the test base image (amd64)
+  mmdebstrap                                         # the Debian base the SBOM tests scan
   python3 python3-venv python3-dev                   # pybuild itself
 )
 SUDO=""
