@@ -11,7 +11,7 @@ APT_PACKAGES=(
   skopeo umoci podman docker-registry               # independent validators, test registry
   apache2-utils openssl zstd attr libcap2-bin       # htpasswd, certs, zstd, xattrs, setcap
   busybox-static                                     # the test base image (amd64)
-  mmdebstrap                                         # the Debian base the SBOM tests scan
+  mmdebstrap rpm                                     # SBOM tests: a Debian base, an rpm database
   python3 python3-venv python3-dev                   # pybuild itself
 )
 SUDO=""

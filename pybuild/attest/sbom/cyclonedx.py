@@ -30,6 +30,8 @@ def _licenses(pkg: Package) -> list[dict[str, Any]]:
     compound = [x for x in pkg.licenses if is_expression(x) and spdx_id(x) is None]
     if compound:
         parts = list(dict.fromkeys(spdx_id(x) or x for x in pkg.licenses))
+        if len(parts) == 1:
+            return [{"expression": parts[0]}]
         return [{"expression": " AND ".join(f"({p})" if " " in p else p for p in parts)}]
     out: list[dict[str, Any]] = []
     for name in dict.fromkeys(pkg.licenses):

@@ -66,10 +66,11 @@ _SANITISE = re.compile(r"[^A-Za-z0-9.\-]+")
 def spdx_id(name: str) -> str | None:
     """The SPDX licence id a single licence name stands for, if it is a known one."""
     text = name.strip()
-    if text in LICENSE_IDS:
-        return text
     lowered = text.lower()
-    return _ALIASES.get(lowered) or _BY_LOWER.get(lowered)
+    alias = _ALIASES.get(lowered)  # first: Debian's "LGPL-2.1+" is SPDX's LGPL-2.1-or-later
+    if alias is not None:
+        return alias
+    return text if text in LICENSE_IDS else _BY_LOWER.get(lowered)
 
 
 def classifier_license(classifier: str) -> str | None:
@@ -124,9 +125,9 @@ def to_expression(declared: str) -> tuple[str, bool]:
     """(SPDX expression, True) for a declared licence, or (LicenseRef-…, False) for text
     that names no known licence."""
     text = declared.strip()
-    if is_expression(text):
-        return text, True
     known = spdx_id(text)
     if known is not None:
         return known, True
+    if is_expression(text):
+        return text, True
     return license_ref(text), False

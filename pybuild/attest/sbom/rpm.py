@@ -46,6 +46,10 @@ _UNREAD = {"Packages": "BerkeleyDB", "Packages.db": "ndb"}
 
 def read_sqlite_headers(data: bytes) -> list[Header]:
     """Every package header in an rpmdb.sqlite image (ValueError if it is not one)."""
+    if data[:16] == b"SQLite format 3\0" and data[18:20] == b"\x02\x02":
+        # rpm keeps its database in WAL mode; a deserialised copy must say "rollback
+        # journal" (file format bytes 18-19) or sqlite refuses to open it in memory.
+        data = data[:18] + b"\x01\x01" + data[20:]
     conn = sqlite3.connect(":memory:")
     try:
         conn.deserialize(data)
