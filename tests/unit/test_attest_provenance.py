@@ -149,7 +149,8 @@ def test_v02_max_has_buildkits_shape() -> None:
     steps = pred["buildConfig"]["llbDefinition"]
     assert [s["id"] for s in steps] == ["step0", "step1", "step2"]  # 2 ops + the result
     assert steps[1]["inputs"] == ["step0:0"] and steps[2]["inputs"] == ["step1:0"]
-    assert "GITHUB_TOKEN=" in steps[1]["op"]["op"]["env"] and "FOO=bar" in steps[1]["op"]["op"]["env"]
+    env = steps[1]["op"]["op"]["env"]
+    assert "GITHUB_TOKEN=" in env and "DB_PASSWORD=" in env and "FOO=bar" in env
     assert bk["source"]["locations"]["step1"] == {"locations": [{"ranges": [
         {"start": {"line": 5}, "end": {"line": 5}}]}]}
     assert bk["layers"] == {"step1:0": [[LAYER.to_json()]]}

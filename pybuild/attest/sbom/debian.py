@@ -168,8 +168,9 @@ class DpkgScanner:
         for path in paths:
             if not path.startswith("/") or path in ("/.", "/") or path in out:
                 continue
-            if found.is_dir(path):
+            entry = found.entry(path)
+            if entry is not None and entry.kind == "dir":
                 continue  # directories are shared between packages, not owned
             sums_for = (("MD5", md5[path]),) if path in md5 else ()
-            out[path] = found.owned(path, sums_for)
+            out[path] = found.owned(path, sums_for, entry)
         return tuple(out[p] for p in sorted(out))

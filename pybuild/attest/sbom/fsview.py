@@ -357,6 +357,7 @@ class Tree:
     def __init__(self) -> None:
         self.entries: dict[str, FileEntry] = {}
         self.results: dict[str, object] = {}
+        self._memo: dict[str, str | None] = {}  # resolve's answers (the tree is final)
 
     @classmethod
     def collect(cls, view: FileView, select: Selector) -> Tree:
@@ -369,28 +370,28 @@ class Tree:
 
     def resolve(self, path: str) -> str | None:
         """The path `path` names once every symlink in it is followed (inside the root)."""
-        pending = [p for p in normalise(path).split("/") if p]
-        pending.reverse()
-        current = "/"
-        hops = 0
-        while pending:
-            name = pending.pop()
-            candidate = posixpath.join(current, name)
+        return self._resolve(normalise(path), 0)
+
+    def _resolve(self, path: str, hops: int) -> str | None:
+        if path == "/":
+            return "/"
+        if hops == 0 and path in self._memo:
+            return self._memo[path]
+        parent, _, name = path.rpartition("/")
+        real_parent = self._resolve(parent or "/", hops)
+        out: str | None = None
+        if real_parent is not None:
+            candidate = (real_parent if real_parent != "/" else "") + "/" + name
             entry = self.entries.get(candidate)
-            if entry is None:
-                return None
-            if entry.kind == "symlink":
-                hops += 1
-                if hops > _MAX_HOPS:
-                    return None
-                target = entry.link
-                base = "/" if target.startswith("/") else current
-                resolved = normalise(posixpath.join(base, target))
-                pending.extend(reversed([p for p in resolved.split("/") if p]))
-                current = "/"
-                continue
-            current = candidate
-        return current
+            if entry is not None and entry.kind == "symlink":
+                if hops < _MAX_HOPS:
+                    base = "/" if entry.link.startswith("/") else real_parent
+                    out = self._resolve(normalise(posixpath.join(base, entry.link)), hops + 1)
+            elif entry is not None:
+                out = candidate
+        if hops == 0:
+            self._memo[path] = out
+        return out
 
     def result(self, path: str) -> object:
         """The analysis of the file `path` names (symlinks followed), or None."""

@@ -74,6 +74,7 @@ class RpmScanner:
 
     def catalog(self, found: Found) -> Iterable[Package]:
         out: list[Package] = []
+        seen: set[str] = set()
         for directory in _DIRS:
             for base, fmt in _UNREAD.items():
                 path = directory + base
@@ -81,10 +82,11 @@ class RpmScanner:
                 if entry is not None and entry.kind == "file" and entry.size > 0:
                     found.warn(f"{path}: rpm database in {fmt} format is not read (only the "
                                "sqlite format is); its packages are missing from the SBOM")
-            path = directory + SQLITE
-            data = found.data(path)
+            path = found.tree.resolve(directory + SQLITE) or ""
+            data = found.data(path) if path and path not in seen else None
             if data is None:
-                continue
+                continue  # absent, or the same database through /var/lib/rpm's symlink
+            seen.add(path)
             try:
                 headers = read_sqlite_headers(data)
             except ValueError as exc:

@@ -59,16 +59,21 @@ class Found:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
-    def owned(self, path: str, checksums: tuple[tuple[str, str], ...] = ()) -> OwnedFile:
-        """An owned file, with the layer it comes from when the view knows it."""
+    def entry(self, path: str) -> FileEntry | None:
+        """The entry `path` names (symlinks followed), if it exists."""
         real = self.tree.resolve(path)
-        entry = self.tree.entries.get(real) if real is not None else None
+        return self.tree.entries.get(real) if real is not None else None
+
+    def owned(self, path: str, checksums: tuple[tuple[str, str], ...] = (),
+              entry: FileEntry | None = None) -> OwnedFile:
+        """An owned file, with the layer it comes from when the view knows it."""
+        if entry is None:
+            entry = self.entry(path)
         return OwnedFile(path=path, checksums=checksums,
                          layer=entry.layer if entry is not None else "")
 
     def is_dir(self, path: str) -> bool:
-        real = self.tree.resolve(path)
-        entry = self.tree.entries.get(real) if real is not None else None
+        entry = self.entry(path)
         return entry is not None and entry.kind == "dir"
 
 
