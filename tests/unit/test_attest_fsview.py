@@ -165,3 +165,19 @@ def test_directory_view_never_reads_through_a_symlink(tmp_path: Path) -> None:
 def test_directory_view_of_a_missing_root_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot scan"):
         _tree(DirectoryView(tmp_path / "nope"))
+
+
+def test_very_deep_trees_neither_recurse_nor_exhaust_descriptors(tmp_path: Path) -> None:
+    deep = "/".join(["d"] * 3000)
+    layer = tar_layer([Entry(f"{deep}/f", data=b"x"), Entry("l", "symlink", link=deep)])
+    tree = _tree(_layers(layer))
+    assert tree.result("/l/f") == b"x" and tree.resolve(f"/{deep}/f") == f"/{deep}/f"
+    path = tmp_path
+    for _ in range(300):  # deeper than MAX_DEPTH: walked down to the bound, then not
+        path = path / "d"
+        path.mkdir()
+        os.chmod(path, 0o755)
+    entries = _tree(DirectoryView(tmp_path)).entries
+    from pybuild.attest.sbom.fsview import MAX_DEPTH
+
+    assert max(p.count("/") for p in entries) == MAX_DEPTH

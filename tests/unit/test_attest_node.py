@@ -67,3 +67,10 @@ def test_package_roots_and_integrity_parsing() -> None:
     assert not is_package_root("/a/node_modules/x/lib/package.json")
     assert not is_package_root("/a/node_modules/.bin/package.json")
     assert integrity_checksums("sha1-AAAA sha999-x") == (("SHA1", "000000"),)
+
+
+def test_a_hostile_deeply_nested_manifest_is_skipped_with_a_warning() -> None:
+    bomb = b'{"name": "x", "version": "1", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    layer = tar_layer([Entry("app/node_modules/x/package.json", data=bomb)])
+    inv = scan(LayerStackView([Layer(open=lambda: io.BytesIO(layer))]), scanners=[NpmScanner()])
+    assert inv.packages == () and "not valid JSON" in inv.warnings[0]

@@ -35,6 +35,7 @@ from pybuild.layers.tarreader import TarEntry, TarReader
 Kind = Literal["file", "dir", "symlink", "other"]
 DEFAULT_LIMIT = 256 << 20  # a wanted file bigger than this is not analysed
 _MAX_HOPS = 40  # symlinks followed in one lookup, as Linux's MAXSYMLINKS
+MAX_DEPTH = 256  # directory levels a DirectoryView descends (and so holds open)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,44 +104,60 @@ class DirectoryView:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise UserError(f"cannot scan {self.root}: {exc.strerror}") from None
+        # A stack of open directories (iterative: a hostile tree may be thousands deep;
+        # bounded: below MAX_DEPTH nothing is read, which no real package database is).
+        stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = [(fd, "/", self._list(fd))]
         try:
-            yield from self._dir(fd, "/", select)
+            while stack:
+                dir_fd, path, names = stack[-1]
+                de = next(names, None)
+                if de is None:
+                    os.close(dir_fd)
+                    stack.pop()
+                    continue
+                found = self._entry(dir_fd, path, de, select)
+                if found is None:
+                    continue
+                yield found
+                entry = found[0]
+                if entry.kind == "dir" and len(stack) < MAX_DEPTH:
+                    try:
+                        sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                      dir_fd=dir_fd)
+                    except OSError:
+                        continue
+                    stack.append((sub, entry.path, self._list(sub)))
         finally:
-            os.close(fd)
+            for dir_fd, _, _ in stack:
+                os.close(dir_fd)
 
-    def _dir(self, fd: int, path: str, select: Selector) -> Iterator[tuple[FileEntry, object]]:
+    @staticmethod
+    def _list(fd: int) -> Iterator[os.DirEntry[str]]:
         with os.scandir(fd) as it:
             names = sorted(it, key=lambda e: e.name)
-        for de in names:
+        return iter(names)
+
+    def _entry(self, fd: int, path: str, de: os.DirEntry[str], select: Selector
+               ) -> tuple[FileEntry, object] | None:
+        try:
+            st = de.stat(follow_symlinks=False)
+        except OSError:
+            return None  # vanished while we walked
+        kind = _kind(st.st_mode)
+        link = ""
+        if kind == "symlink":
             try:
-                st = de.stat(follow_symlinks=False)
+                link = os.readlink(de.name, dir_fd=fd)
             except OSError:
-                continue  # vanished while we walked
-            child = posixpath.join(path, de.name)
-            kind = _kind(st.st_mode)
-            link = ""
-            if kind == "symlink":
-                try:
-                    link = os.readlink(de.name, dir_fd=fd)
-                except OSError:
-                    link = ""
-            entry = FileEntry(path=child, kind=kind, mode=stat.S_IMODE(st.st_mode),
-                              size=st.st_size if kind == "file" else 0, link=link)
-            wanted = select(entry)
-            result: object = None
-            if wanted is not None and kind == "file" and entry.size <= wanted.limit:
-                result = self._analyze(fd, de.name, wanted)
-            yield entry, result
-            if kind == "dir":
-                try:
-                    sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                                  dir_fd=fd)
-                except OSError:
-                    continue
-                try:
-                    yield from self._dir(sub, child, select)
-                finally:
-                    os.close(sub)
+                link = ""
+        entry = FileEntry(path=posixpath.join(path, de.name), kind=kind,
+                          mode=stat.S_IMODE(st.st_mode),
+                          size=st.st_size if kind == "file" else 0, link=link)
+        wanted = select(entry)
+        result: object = None
+        if wanted is not None and kind == "file" and entry.size <= wanted.limit:
+            result = self._analyze(fd, de.name, wanted)
+        return entry, result
 
     @staticmethod
     def _analyze(fd: int, name: str, wanted: Wanted) -> object:
@@ -373,25 +390,35 @@ class Tree:
         return self._resolve(normalise(path), 0)
 
     def _resolve(self, path: str, hops: int) -> str | None:
-        if path == "/":
-            return "/"
-        if hops == 0 and path in self._memo:
-            return self._memo[path]
-        parent, _, name = path.rpartition("/")
-        real_parent = self._resolve(parent or "/", hops)
-        out: str | None = None
-        if real_parent is not None:
-            candidate = (real_parent if real_parent != "/" else "") + "/" + name
-            entry = self.entries.get(candidate)
-            if entry is not None and entry.kind == "symlink":
-                if hops < _MAX_HOPS:
-                    base = "/" if entry.link.startswith("/") else real_parent
-                    out = self._resolve(normalise(posixpath.join(base, entry.link)), hops + 1)
-            elif entry is not None:
-                out = candidate
-        if hops == 0:
-            self._memo[path] = out
-        return out
+        # Iterative over the components (hostile images have very deep paths); recursive
+        # only per symlink followed, so at most _MAX_HOPS deep. Prefixes are memoised.
+        memo = self._memo if hops == 0 else None
+        if memo is not None and path in memo:
+            return memo[path]
+        real: str | None = "/"
+        lexical = ""
+        for name in (n for n in path.split("/") if n):
+            lexical += "/" + name
+            if memo is not None and lexical in memo:
+                real = memo[lexical]
+            elif real is not None:
+                candidate = (real if real != "/" else "") + "/" + name
+                entry = self.entries.get(candidate)
+                if entry is None:
+                    real = None
+                elif entry.kind == "symlink":
+                    base = "/" if entry.link.startswith("/") else real
+                    real = (self._resolve(normalise(posixpath.join(base, entry.link)), hops + 1)
+                            if hops < _MAX_HOPS else None)
+                else:
+                    real = candidate
+                if memo is not None:
+                    memo[lexical] = real
+            if real is None:
+                break
+        if memo is not None:
+            memo[path] = real
+        return real
 
     def result(self, path: str) -> object:
         """The analysis of the file `path` names (symlinks followed), or None."""

@@ -41,8 +41,8 @@ def is_package_root(path: str) -> bool:
 def _json(data: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: a hostile file nested thousands deep
     return value if isinstance(value, dict) else None
 
 
