@@ -10,8 +10,8 @@ a bounded amount.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import posixpath
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -104,20 +104,19 @@ def _scan_zip(zf: zipfile.ZipFile, where: str, *, nested: bool) -> list[JavaArti
                     out.extend(_scan_zip(inner, f"{where}:{name}", nested=False))
             except (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError):
                 continue
+    license_ = manifest.get("Bundle-License", "")
+    if license_.startswith(("http://", "https://")):
+        license_ = ""  # a URL, not a licence name
     if not any(a.where == where for a in out):
         title = (manifest.get("Implementation-Title") or manifest.get("Bundle-SymbolicName")
                  or "").split(";")[0].strip()
         version = manifest.get("Implementation-Version") or manifest.get("Bundle-Version") or ""
         if title and version:
-            group = manifest.get("Implementation-Vendor-Id", "")
-            out.append(JavaArtifact(group=group or title, artifact=title, version=version,
-                                    where=where, license=manifest.get("Bundle-License", "")))
-    license_ = manifest.get("Bundle-License", "")
-    if license_ and license_.startswith("http"):
-        license_ = ""  # a URL, not a name
-    return [a if a.license or a.where != where else JavaArtifact(
-        group=a.group, artifact=a.artifact, version=a.version, where=a.where, license=license_)
-        for a in out]
+            group = manifest.get("Implementation-Vendor-Id", "") or title
+            out.append(JavaArtifact(group=group, artifact=title, version=version, where=where))
+    # This archive's manifest licenses the artifacts found directly in it.
+    return [dataclasses.replace(a, license=license_) if a.where == where and not a.license
+            else a for a in out]
 
 
 def read_archive(f: BinaryIO, where: str = "") -> tuple[JavaArtifact, ...]:
@@ -152,7 +151,3 @@ class JavaArchiveScanner:
                     licenses=(a.license,) if a.license else (),
                 ))
         return out
-
-
-def archive_name(path: str) -> str:
-    return posixpath.basename(path)
