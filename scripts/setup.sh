@@ -12,6 +12,7 @@ APT_PACKAGES=(
   apache2-utils openssl zstd attr libcap2-bin       # htpasswd, certs, zstd, xattrs, setcap
   busybox-static                                     # the test base image (amd64)
   chromium fonts-dejavu-core                         # renders the build timeline in tests
+  mmdebstrap rpm                                     # SBOM tests: a Debian base, an rpm database
   python3 python3-venv python3-dev                   # pybuild itself
 )
 SUDO=""

@@ -1,0 +1,1 @@
+"""Native SBOM scanning: package databases of a filesystem, as SPDX or CycloneDX."""
