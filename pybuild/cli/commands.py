@@ -28,20 +28,10 @@ def _progress(mode: str, quiet: bool) -> Any:
 
 
 def registry_options(args: argparse.Namespace) -> Any:
-    """--creds/--authfile/--insecure/--ca-cert as RegistryOptions (None if none given)."""
-    from pathlib import Path
+    """The registry flags and environment as RegistryOptions (registry_commands owns it)."""
+    from pybuild.cli.registry_commands import registry_options as options
 
-    if not (args.creds or args.authfile or args.insecure or args.ca_cert):
-        return None
-    from pybuild.registry import RegistryOptions
-
-    if args.creds and ":" not in args.creds:
-        raise UserError("--creds must be USER:PASSWORD")
-    return RegistryOptions(
-        creds=args.creds or None,
-        auth_files=(Path(args.authfile),) if args.authfile else None,
-        insecure=args.insecure, ca_cert=Path(args.ca_cert) if args.ca_cert else None,
-    )
+    return options(args)
 
 
 def _parse_secret(text: str) -> tuple[str, str, str]:
@@ -70,27 +60,6 @@ def _parse_named(text: str) -> tuple[str, str]:
     if not eq or not name or not value:
         raise UserError(f"invalid --build-context {text!r}: use NAME=VALUE")
     return name, value
-
-
-def pull(stores: Any, args: argparse.Namespace) -> int:
-    from pybuild.api import pull_image
-    from pybuild.oci.platform import Platform, host
-
-    platforms = None if args.all_platforms else [
-        Platform.parse(args.platform) if args.platform else host()]
-    desc, name = pull_image(stores, args.image, platforms, registry_options(args))
-    print(f"pulled {name} {desc.digest}")
-    return 0
-
-
-def push(stores: Any, args: argparse.Namespace) -> int:
-    from pybuild.api import push_image
-    from pybuild.oci.reference import Reference
-
-    rec = stores.images.get(args.image)
-    dest = Reference.parse(args.destination or args.image)
-    print(f"pushed {push_image(stores, rec.descriptor, dest, registry_options(args))}")
-    return 0
 
 
 def build(args: argparse.Namespace, stores: Any, build_args: tuple[tuple[str, str], ...],
