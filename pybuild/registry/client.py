@@ -412,7 +412,7 @@ class RegistryClient:
         self, method: str, url: httpx.URL | str, *, repository: str, scopes: Sequence[str],
         headers: Mapping[str, str] | None, body: BodyFactory | None, follow_redirects: bool,
         what: str, digest: str, ok: Sequence[int], retry: bool,
-        consume: Callable[[httpx.Response], Awaitable[T]],
+        consume: Callable[[httpx.Response], Awaitable[T]], challenge: bool = True,
     ) -> tuple[httpx.Response, T]:
         await self._ensure_scheme()
         policy = self.options.retry
@@ -436,7 +436,7 @@ class RegistryClient:
                     continue
                 raise self._transport_error(exc, repository=repository, what=what,
                                             attempts=failures + 1) from None
-            if resp.status_code == 401:
+            if resp.status_code == 401 and challenge:
                 await _drain(resp)
                 if not answered and await self._authenticate(resp, repository, scopes, auth):
                     answered = True
@@ -481,7 +481,7 @@ class RegistryClient:
         resp, _ = await self._exchange(
             "GET", url, repository="", scopes=(), headers=None, body=None,
             follow_redirects=False, what="the API root /v2/", digest="", ok=(200, 401),
-            retry=True, consume=_drain)
+            retry=True, consume=_drain, challenge=False)
         return resp, parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
 
     async def get_with_header(self, path: str, authorization: str) -> httpx.Response:
