@@ -501,6 +501,7 @@ async def _solve(req: BuildRequest, stores: Stores, events: EventSink,
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(roots.cache_mounts),
                         secrets=req.secrets, ssh=req.ssh, imported_cache=imported,
+                        http_ca_cert=str(req.registry.ca_cert or "") if req.registry else "",
                     )
                     # One solver per platform, all at once: their steps share the sandbox, the
                     # cache and the RUN bound (each solver has its own semaphore, though).

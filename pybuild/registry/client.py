@@ -175,13 +175,15 @@ class RegistryClient:
                 resp = await self._client.get(f"https://{self.host}/v2/")
                 await resp.aclose()
                 self._scheme = "https"
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ssl.SSLError) as exc:
                 causes = _causes(exc)
-                if any(isinstance(c, ssl.SSLError) for c in causes) and not any(
-                    isinstance(c, ssl.SSLCertVerificationError) for c in causes
-                ):
-                    self._scheme = "http"
+                tls = [c for c in causes if isinstance(c, ssl.SSLError)]
+                if tls and not any(isinstance(c, ssl.SSLCertVerificationError)
+                                   or "ALERT" in (getattr(c, "reason", "") or "")
+                                   for c in tls):
+                    self._scheme = "http"  # no TLS server there
                     return
+                self._scheme = "https"  # a TLS server that refused us (e.g. no client cert)
                 raise self._transport_error(exc, repository="") from None
 
     # --- credentials and tokens -----------------------------------------------------------
@@ -314,7 +316,7 @@ class RegistryClient:
         while True:
             try:
                 resp = await self._client.request(method, realm, **kw)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ssl.SSLError) as exc:
                 if is_transient(exc) and failures + 1 < policy.attempts:
                     failures += 1
                     await asyncio.sleep(policy.delay(failures))
@@ -429,7 +431,7 @@ class RegistryClient:
             try:
                 resp = await self._client.send(request, stream=True,
                                                follow_redirects=follow_redirects)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ssl.SSLError) as exc:
                 if is_transient(exc) and failures + 1 < attempts:
                     failures += 1
                     await asyncio.sleep(policy.delay(failures))
@@ -446,7 +448,7 @@ class RegistryClient:
             if resp.status_code in ok:
                 try:
                     return resp, await consume(resp)
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, ssl.SSLError) as exc:
                     if is_transient(exc) and failures + 1 < attempts:
                         failures += 1
                         await asyncio.sleep(policy.delay(failures))
@@ -489,7 +491,7 @@ class RegistryClient:
         url = await self.url(path)
         try:
             resp = await self._client.get(url, headers={"Authorization": authorization})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ssl.SSLError) as exc:
             raise self._transport_error(exc, repository="", what=path) from None
         return resp
 
@@ -552,7 +554,7 @@ class RegistryClient:
         return RegistryError(
             f"{where} answered HTTP {resp.status_code} to {subject}: {text}{tail}", **common)
 
-    def _transport_error(self, exc: httpx.HTTPError, *, repository: str,
+    def _transport_error(self, exc: httpx.HTTPError | ssl.SSLError, *, repository: str,
                          what: str = "", attempts: int = 1) -> RegistryError:
         causes = _causes(exc)
         scheme = self._scheme or "https"
@@ -613,7 +615,7 @@ async def _drain(resp: httpx.Response) -> bytes:
     """Read what is left of a response we will not use (an error body), then close it."""
     try:
         return await resp.aread()
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ssl.SSLError):
         return b""
     finally:
         await resp.aclose()

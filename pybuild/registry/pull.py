@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -329,7 +330,7 @@ async def download_blob(client: RegistryClient, repository: str, desc: Descripto
                         raise IntegrityError(f"{where}: the registry sent more than the "
                                              f"{desc.size} bytes the manifest declares")
                     writer.write(chunk)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ssl.SSLError) as exc:
                 broken = describe_transport_error(exc, client.options.timeout)
             finally:
                 await resp.aclose()

@@ -51,7 +51,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def is_transient(exc: httpx.HTTPError) -> bool:
+def is_transient(exc: httpx.HTTPError | ssl.SSLError) -> bool:
     """A transport failure that a new attempt may not meet: a timeout, a reset, a connection
     closed mid-response. Not: connection refused, DNS failure, TLS failure."""
     causes = _causes(exc)
@@ -67,7 +67,7 @@ def is_transient(exc: httpx.HTTPError) -> bool:
                       | httpx.CloseError)
 
 
-def describe_transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+def describe_transport_error(exc: httpx.HTTPError | ssl.SSLError, timeout: float) -> str:
     """What went wrong on the wire, in words, never empty (httpx's own text often is)."""
     causes = _causes(exc)
     text = str(exc).strip()
