@@ -185,10 +185,9 @@ class TokenService:
         user = ""
         if grant == "refresh_token":
             user = self.refresh_tokens.get(form.get("refresh_token", [""])[0], "")
-        elif grant == "password":
-            if (form.get("username", [""])[0], form.get("password", [""])[0]) == (
-                    USERNAME, PASSWORD):
-                user = USERNAME
+        elif grant == "password" and (form.get("username", [""])[0],
+                                      form.get("password", [""])[0]) == (USERNAME, PASSWORD):
+            user = USERNAME
         self.requests.append(TokenRequest("POST", grant, "", scopes, user,
                                           form.get("access_type", [""])[0] == "offline"))
         if not user:

@@ -101,7 +101,7 @@ def test_a_client_cert_without_its_key_is_an_error(mtls_registry: RunningRegistr
                                                    tmp_path: Path) -> None:
     base = certs_dir(tmp_path / "certs.d", mtls_registry, client=True)
     (base / mtls_registry.host / "client.key").unlink()
-    with pytest.raises(UserError, match="missing key client.key for client certificate"):
+    with pytest.raises(UserError, match=r"missing key client\.key for client certificate"):
         pull_sync(mtls_registry.ref("tls/mtls:1"), ContentStore(tmp_path / "c"),
                   options=RegistryOptions(auth_files=(), certs_dirs=(base,)))
 
