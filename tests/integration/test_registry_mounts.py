@@ -95,7 +95,7 @@ def test_two_pushes_at_once_share_the_index(fresh_root: Path, tmp_path: Path,
                               env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=REPO) for i in (1, 2)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     index = BlobSources(fresh_root / "cache" / "blob-sources.db")
     uploaded = {h.path.rsplit("digest=", 1)[1].replace("%3A", ":") for h in proxy.log
