@@ -139,7 +139,9 @@ def add_parsers(sub: Any) -> None:
     ps.add_argument("--platform", default="",
                     help="push only this platform's image of a multi-platform index")
     ps.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "uncompressed"],
-                    help="layer compression of the pushed image (default: gzip)")
+                    help="compression of the pushed image's uncompressed layers (default: "
+                         "gzip; layers already compressed another way are kept, as BuildKit "
+                         "keeps them without force-compression)")
     registry_flags(ps)
 
     li = sub.add_parser("login", help="log in to a registry",
