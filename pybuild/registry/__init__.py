@@ -12,7 +12,17 @@ every build, and a build that never meets a registry must not pay for importing 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
+
+if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+    # httpx's __init__ imports its own command-line tool (httpx._main: click, pygments and
+    # rich's console) whenever those happen to be installed: 0.1-0.2 s on every registry
+    # command. pybuild never runs that tool; an empty stand-in keeps `httpx.main` defined.
+    _cli = types.ModuleType("httpx._main")
+    setattr(_cli, "main", lambda: None)  # noqa: B010
+    sys.modules["httpx._main"] = _cli
 
 if TYPE_CHECKING:
     from pybuild.registry.auth import Credentials, parse_www_authenticate
