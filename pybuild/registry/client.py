@@ -133,6 +133,7 @@ class RegistryClient:
         self._basic = False  # the registry asked for Basic: send it on every request
         self.transfers = asyncio.Semaphore(max(1, self.options.max_transfers))
         self._creds_cache: dict[str, Credentials | None] = {}
+        self._login: Credentials | None = None  # use_credentials()
         self._secrets: set[str] = set()  # every secret used, blanked out of error texts
         self._client = httpx.AsyncClient(
             # certs.d is looked up by the name the user wrote (containers/image does too)
@@ -195,8 +196,10 @@ class RegistryClient:
                              search_path=self.options.helper_path)
 
     def credentials(self, repository: str) -> Credentials | None:
-        if self.options.creds is not None:
-            creds: Credentials | None = Credentials.parse(self.options.creds)
+        if self._login is not None:
+            creds: Credentials | None = self._login
+        elif self.options.creds is not None:
+            creds = Credentials.parse(self.options.creds)
         else:
             if repository not in self._creds_cache:
                 self._creds_cache[repository] = lookup_credentials(
@@ -206,11 +209,10 @@ class RegistryClient:
             self._secrets.update(creds.secrets)
         return creds
 
-    def use_credentials(self, creds: Credentials | None) -> None:
+    def use_credentials(self, creds: Credentials) -> None:
         """Use these credentials for every repository (a login being verified)."""
-        self._creds_cache = _AllRepositories(creds)
-        if creds is not None:
-            self._secrets.update(creds.secrets)
+        self._login = creds
+        self._secrets.update(creds.secrets)
 
     def _auth_header(self, repository: str, scopes: Sequence[str]) -> str | None:
         token = self._tokens.get(_scope_key(scopes))
@@ -239,9 +241,6 @@ class RegistryClient:
                 if (current is not None and current.valid()
                         and f"Bearer {current.value}" != sent):
                     return True  # another task fetched a fresh token meanwhile
-                if sent is not None and sent.startswith("Bearer ") and current is not None \
-                        and f"Bearer {current.value}" == sent:
-                    return False  # a fresh token for these scopes was refused: no access
                 self._tokens[key] = await self.fetch_token(bearer, wanted, creds, repository)
             return True
         if any(c.scheme == "basic" for c in challenges):
@@ -595,20 +594,6 @@ class RegistryClient:
             f"connection to registry {target} failed{suffix}: "
             f"{describe_transport_error(exc, self.options.timeout)}{tail}",
             registry=self.domain, repository=repository, transient=is_transient(exc))
-
-
-class _AllRepositories(dict[str, "Credentials | None"]):
-    """A credentials cache that answers the same credentials for every repository."""
-
-    def __init__(self, creds: Credentials | None) -> None:
-        super().__init__()
-        self._creds = creds
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key: str) -> Credentials | None:
-        return self._creds
 
 
 async def _drain(resp: httpx.Response) -> bytes:

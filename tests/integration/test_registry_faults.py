@@ -273,8 +273,10 @@ def test_cli_pull_push_and_build_from_recover(fresh_root: Path, tmp_path: Path,
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {proxy.ref('faults/bb:1')}\nRUN echo ok > /ok\n")
-    proxy.add(Fault("status", "/manifests/1$", status=429, headers={"Retry-After": "1"}))
+    proxy.add(Fault("status", "/manifests/1$", method="GET", status=429,
+                    headers={"Retry-After": "1"}))
     proxy.add(Fault("reset", rf"/blobs/sha256:({layers})$", method="GET", after_bytes=50_000))
+    proxy.add(Fault("status", r"/faults/built/manifests/1$", method="PUT", status=500))
     b = run_pybuild(other, "build", "-t", proxy.ref("faults/built:1"), "--push",
                     "--progress", "plain", str(ctx), env=env)
     assert b.code == 0, b.err
@@ -288,4 +290,4 @@ def test_cli_pull_push_and_build_from_recover(fresh_root: Path, tmp_path: Path,
     assert skopeo_raw(registry, "faults/copy:2") == skopeo_raw(registry, "faults/built:1")
     assert not proxy.hits(r"/faults/copy/blobs/uploads/[^?]", "PATCH") and not proxy.hits(
         r"/faults/copy/blobs/uploads/[^?]", "PUT")  # mounted, nothing uploaded
-    assert sum(h.outcome.startswith("FAULT") for h in proxy.log) == 6
+    assert sum(h.outcome.startswith("FAULT") for h in proxy.log) == 7

@@ -210,6 +210,13 @@ def test_creds_store_helper_gets_the_login_and_serves_pulls(
     p = pybuild(fresh_root, "push", "busybox:latest", ref, env=scratch.env)
     assert p.code == 0, p.err
     assert f"get {host}" in helper.calls
+    seen = skopeo_inspect(ref, scratch.env, "--creds", f"{USERNAME}:{PASSWORD}")
+    assert seen.returncode == 0, seen.stderr
+    # the list action of the protocol, as docker's GetAllCredentials calls it
+    from pybuild.registry.credhelper import CredentialHelper
+
+    listed = CredentialHelper(name="pbtest", search_path=scratch.env["PATH"]).list()
+    assert listed == {host: USERNAME}
     o = pybuild(fresh_root, "logout", host, env=scratch.env)
     assert o.code == 0 and helper.calls[-1] == f"erase {host}" and helper.keychain == {}
     no_secrets(r, p, o)
@@ -276,6 +283,8 @@ def test_token_login_stores_an_identity_token_used_with_oauth2(
     assert p.code == 0, p.err
     grants = {(q.method, q.grant) for q in service.requests}
     assert grants == {("POST", "refresh_token")}
+    seen = skopeo_inspect(ref, scratch.env, "--creds", f"{USERNAME}:{PASSWORD}")
+    assert seen.returncode == 0, seen.stderr
     assert all(q.user == USERNAME for q in service.requests)
     # a token service without the OAuth2 POST: the GET form, with the identity token
     service.post_supported = False
