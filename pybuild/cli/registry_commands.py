@@ -41,8 +41,8 @@ def registry_flags(p: argparse.ArgumentParser, *, mirrors: bool = False) -> None
     p.add_argument("--insecure", action="store_true",
                    help="allow plain HTTP and unverified TLS for the registry")
     p.add_argument("--ca-cert", default="",
-                   help="extra CA certificate (PEM) for the registry and for ADD https:// "
-                        "(certs.d/<host:port>/ca.crt is read too)")
+                   help="extra CA certificate (PEM) to trust (certs.d/<host:port>/ca.crt is "
+                        "read too); a build's ADD https:// trusts it as well")
     if mirrors:
         p.add_argument("--registry-mirror", action="append", default=[],
                        metavar="[REGISTRY=]HOST[:PORT][/PATH]",

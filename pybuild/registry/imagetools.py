@@ -230,6 +230,15 @@ def _repo(ref: Reference) -> Reference:
     return Reference(domain=ref.domain, path=ref.path)
 
 
+def _for_domain(options: RegistryOptions | None, domain: str,
+                home: str | None) -> RegistryOptions | None:
+    """Explicit --creds belong to the targets' registry (`home`): never sent to a source on
+    another one, which gets its credentials from the auth files."""
+    if options is None or options.creds is None or home is None or domain == home:
+        return options
+    return replace(options, creds=None)
+
+
 def complete_sources(sources: Sequence[Source], targets: Sequence[Reference]
                      ) -> list[tuple[Reference, Descriptor | None]]:
     """Every source as (where to read it, the descriptor given): a bare digest or descriptor
@@ -270,9 +279,9 @@ def _merge(found: Descriptor, given: Descriptor | None) -> Descriptor:
 
 
 async def _resolve_source(ref: Reference, given: Descriptor | None,
-                          options: RegistryOptions | None
+                          options: RegistryOptions | None, home: str | None = None
                           ) -> tuple[Descriptor, bytes, Reference]:
-    async with RegistryClient(ref.domain, options) as client:
+    async with RegistryClient(ref.domain, _for_domain(options, ref.domain, home)) as client:
         desc, data = await fetch_manifest(client, ref.path, ref.digest or ref.tag or "latest")
         desc = _merge(desc, given)
         if desc.media_type in mt.MANIFEST_TYPES and (
@@ -330,7 +339,8 @@ async def combine(sources: Sequence[Source], targets: Sequence[Reference], *,
     if not sources:
         raise UserError("no sources specified", code="bad-source")
     where = complete_sources(sources, targets)
-    resolved = await run_all([_resolve_source(r, g, options) for r, g in where])
+    home = targets[0].domain if targets else None
+    resolved = await run_all([_resolve_source(r, g, options, home) for r, g in where])
     if len(resolved) == 1 and not annotations and not platforms:
         desc, data, ref = resolved[0]
         if _is_index(desc.media_type):
@@ -383,7 +393,8 @@ async def _copy_child(pusher: _Pusher, child: Descriptor, source: Reference,
     """Put one manifest (and its blobs) into the pusher's repository, by digest."""
     target = pusher.client
     same_registry = source.domain == target.domain
-    async with RegistryClient(source.domain, options) as src:
+    async with RegistryClient(source.domain, _for_domain(options, source.domain,
+                                                         target.domain)) as src:
         desc, data = await fetch_manifest(src, source.path, child.digest, expected=replace(
             child, media_type=child.media_type if (_is_manifest(child.media_type)
                                                    or _is_index(child.media_type)) else ""))
@@ -468,7 +479,8 @@ async def _copy_blobs_only(pusher: _Pusher, combined: Combined, source: Referenc
     """`--prefer-index=false` with one manifest: its blobs go over, the manifest is put by
     tag afterwards (as is, byte for byte)."""
     manifest = Manifest.parse(combined.data, where=f"manifest {source}")
-    async with RegistryClient(source.domain, options) as src:
+    async with RegistryClient(source.domain, _for_domain(options, source.domain,
+                                                         pusher.client.domain)) as src:
         async def fetch(blob: Descriptor) -> None:
             await download_blob(src, source.path, blob, store)
 
