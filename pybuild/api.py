@@ -211,14 +211,24 @@ class Builder:
         return distribution.pull(self.root, Reference.parse(ref), platforms, registry=registry)
 
     def push(self, image: str, destination: str = "", *,
-             registry: RegistryOptions | None = None, compression: str = "gzip") -> PushReport:
+             registry: RegistryOptions | None = None, compression: str = "gzip",
+             platform: Platform | None = None) -> PushReport:
+        """Push a stored image (`platform`: only that platform of a stored index) to
+        `destination` (default: its own name)."""
         from pybuild import distribution
+        from pybuild.oci import mediatypes as mt
         from pybuild.oci.reference import Reference
 
-        rec = self.root.images.get(image)
-        return distribution.push(self.root, rec.descriptor,
-                                 Reference.parse(destination or image), registry=registry,
-                                 compression=compression)
+        desc = self.root.images.get(image).descriptor
+        if platform is not None:
+            from pybuild.content.walk import resolve_platform
+
+            if desc.media_type not in mt.INDEX_TYPES:
+                raise UserError(f"--platform {platform}: {image} is a single-platform image, "
+                                "not an index", code="bad-platform")
+            desc = resolve_platform(self.root.content, desc, platform, name=image)
+        return distribution.push(self.root, desc, Reference.parse(destination or image),
+                                 registry=registry, compression=compression)
 
     # -- space --------------------------------------------------------------------------
 

@@ -292,7 +292,8 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
                         max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(root.cache_mounts), secrets=secrets, ssh=ssh,
-                        imported_cache=imported)
+                        imported_cache=imported,
+                        http_ca_cert=str(req.registry.ca_cert or "") if req.registry else "")
                     solvers = [Solver(fe.definition, store=root.content, cache=cache,
                                       sandbox=sandbox, context=context, events=events,
                                       opts=opts) for fe in fes]

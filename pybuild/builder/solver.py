@@ -76,6 +76,7 @@ class SolverOptions:
     secrets: tuple[tuple[str, str, str], ...] = ()
     ssh: tuple[tuple[str, str], ...] = ()
     imported_cache: ImportedCache | None = None  # --cache-from records
+    http_ca_cert: str = ""  # --ca-cert, trusted for ADD https:// too
 
 
 class Solver:
@@ -216,7 +217,8 @@ class Solver:
                 return sources.fetch_http(
                     cache_root, op.identifier, filename=attrs.get("http.filename") or
                     "__unnamed__", perm=int(attrs.get("http.perm", "0600"), 8),
-                    checksum=attrs.get("http.checksum", ""), refresh=self.opts.no_cache)
+                    checksum=attrs.get("http.checksum", ""), refresh=self.opts.no_cache,
+                    ca_cert=self.opts.http_ca_cert)
         start = time.monotonic()
         try:
             fetched = await asyncio.to_thread(fetch)

@@ -31,9 +31,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pybuild.errors import UserError
+
+if TYPE_CHECKING:
+    import ssl
 
 HTTP_TIMEOUT = 60.0
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
@@ -96,9 +100,10 @@ def _parse_http_time(value: str) -> float | None:
 
 
 def fetch_http(cache_root: str, url: str, *, filename: str, perm: int = 0o600,
-               checksum: str = "", refresh: bool = False) -> Fetched:
+               checksum: str = "", refresh: bool = False, ca_cert: str = "") -> Fetched:
     """Download `url` (or reuse the kept download) and lay it out as `<dir>/<filename>`.
-    `refresh` (--no-cache): download again, whatever is kept."""
+    `refresh` (--no-cache): download again, whatever is kept. `ca_cert` (--ca-cert): a PEM
+    file trusted beside the system store (and $SSL_CERT_FILE)."""
     base = os.path.join(cache_root, "http", _url_hash(url))
     os.makedirs(base, exist_ok=True)
     with _locked(os.path.join(base, "lock")):
@@ -114,7 +119,7 @@ def fetch_http(cache_root: str, url: str, *, filename: str, perm: int = 0o600,
         fetched = False
         pinned_hit = have and checksum and meta.get("checksums", {}).get(algo) == checksum
         if not pinned_hit:
-            meta, fetched = _download(url, base, meta if have else {}, algo)
+            meta, fetched = _download(url, base, meta if have else {}, algo, ca_cert)
         if checksum:
             got = meta.get("checksums", {}).get(algo) or _checksum_of(kept, algo)
             if got != checksum:
@@ -137,8 +142,22 @@ def fetch_http(cache_root: str, url: str, *, filename: str, perm: int = 0o600,
         return Fetched(root=out, identity=f"http:{identity}", fetched=fetched)
 
 
-def _download(url: str, base: str, meta: dict[str, object], algo: str) -> tuple[
-        dict[str, object], bool]:
+def _tls(ca_cert: str) -> ssl.SSLContext | bool:
+    """The system trust store (with $SSL_CERT_FILE), plus `ca_cert` when given."""
+    import ssl  # (only downloads need it)
+
+    if not ca_cert:
+        return True
+    ctx = ssl.create_default_context()
+    try:
+        ctx.load_verify_locations(cafile=ca_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(f"cannot load the CA file {ca_cert}: {exc}", code="bad-ca-file") from None
+    return ctx
+
+
+def _download(url: str, base: str, meta: dict[str, object], algo: str,
+              ca_cert: str = "") -> tuple[dict[str, object], bool]:
     import httpx
 
     headers = {}
@@ -148,7 +167,8 @@ def _download(url: str, base: str, meta: dict[str, object], algo: str) -> tuple[
         headers["If-Modified-Since"] = str(meta["last_modified"])
     tmp = os.path.join(base, f"download-{uuid.uuid4().hex}")
     try:
-        with httpx.Client(follow_redirects=True, timeout=HTTP_TIMEOUT, trust_env=True) as client, \
+        with httpx.Client(follow_redirects=True, timeout=HTTP_TIMEOUT, trust_env=True,
+                          verify=_tls(ca_cert)) as client, \
                 client.stream("GET", url, headers=headers) as resp:
             if resp.status_code == 304 and meta:
                 return meta, False

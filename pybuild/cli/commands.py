@@ -13,7 +13,6 @@ from pybuild.errors import UserError
 
 if TYPE_CHECKING:
     from pybuild.api import Builder, EventSink
-    from pybuild.registry import RegistryOptions
     from pybuild.request import BuildRequest, Secret, SSHAgent
 
 
@@ -51,16 +50,11 @@ def _stdout() -> Any:
     return None if sys.stdout.isatty() else sys.stdout.buffer
 
 
-def registry_options(args: argparse.Namespace) -> RegistryOptions | None:
-    """--creds/--authfile/--insecure/--ca-cert as RegistryOptions (None if none given)."""
-    if not (args.creds or args.authfile or args.insecure or args.ca_cert):
-        return None
-    from pybuild.api import registry_options as options
+def registry_options(args: argparse.Namespace) -> Any:
+    """The registry flags and environment as RegistryOptions (registry_commands owns it)."""
+    from pybuild.cli.registry_commands import registry_options as options
 
-    if args.creds and ":" not in args.creds:
-        raise UserError("--creds must be USER:PASSWORD")
-    return options(creds=args.creds or None, auth_file=args.authfile, insecure=args.insecure,
-                   ca_cert=args.ca_cert)
+    return options(args)
 
 
 def parse_secret(text: str) -> Secret:
@@ -233,23 +227,6 @@ def export(builder: Builder, image: str, outputs: list[str], platform: str) -> i
     for spec in specs:
         report = builder.export(image, spec, platform=_platform(platform), stdout=_stdout())
         print(f"exported {report.descriptor.digest} to {report.describe()}", file=sys.stderr)
-    return 0
-
-
-def pull(builder: Builder, args: argparse.Namespace) -> int:
-    from pybuild.oci.platform import host
-
-    platforms = None if args.all_platforms else [_platform(args.platform) or host()]
-    desc = builder.pull(args.image, platforms, registry=registry_options(args))
-    from pybuild.oci.reference import Reference
-
-    print(f"pulled {Reference.parse(args.image).familiar} {desc.digest}")
-    return 0
-
-
-def push(builder: Builder, args: argparse.Namespace) -> int:
-    report = builder.push(args.image, args.destination, registry=registry_options(args))
-    print(f"pushed {report}")
     return 0
 
 

@@ -48,17 +48,13 @@ def _kv_list(values: list[str] | None, what: str) -> tuple[tuple[str, str], ...]
 
 
 COMMANDS = ("build", "images", "inspect", "tag", "rmi", "export", "load", "debug", "prune",
-            "du", "pull", "push", "history")
+            "du", "pull", "push", "login", "logout", "imagetools", "history")
 
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--creds", default="", help="registry credentials USER:PASSWORD")
-    p.add_argument("--authfile", default="",
-                   help="auth file (default: $REGISTRY_AUTH_FILE, containers' auth.json, "
-                        "~/.docker/config.json)")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow plain HTTP and unverified TLS for the registry")
-    p.add_argument("--ca-cert", default="", help="extra CA certificate (PEM) for the registry")
+    from pybuild.cli.registry_commands import registry_flags
+
+    registry_flags(p, mirrors=True)
 
 
 def _wanted(argv: list[str]) -> str | None:
@@ -190,17 +186,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("rmi", help="remove image names from the local store")
     r.add_argument("images", nargs="+")
 
-    pl = sub.add_parser("pull", help="pull an image from a registry into the local store")
-    pl.add_argument("image")
-    pl.add_argument("--platform", default="", help="platform to pull (default: this host's)")
-    pl.add_argument("--all-platforms", action="store_true", help="pull every platform")
-    _registry_flags(pl)
+    from pybuild.cli import registry_commands  # pull, push, login, logout, imagetools
 
-    ps = sub.add_parser("push", help="push an image from the local store to a registry")
-    ps.add_argument("image")
-    ps.add_argument("destination", nargs="?", default="",
-                    help="registry reference (default: the image's own name)")
-    _registry_flags(ps)
+    registry_commands.add_parsers(sub)
 
     e = sub.add_parser("export", help="write a stored image out (OCI layout, tarballs, ...)")
     e.add_argument("image")
@@ -349,10 +337,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser,
             return commands.rmi(_builder(args), args.images)
         case "export":
             return commands.export(_builder(args), args.image, args.output, args.platform)
-        case "pull":
-            return commands.pull(_builder(args), args)
-        case "push":
-            return commands.push(_builder(args), args)
+        case "pull" | "push" | "login" | "logout" | "imagetools":
+            from pybuild.cli import registry_commands
+
+            return registry_commands.run(args, lambda: _builder(args), parser)
         case "load":
             return commands.load(_builder(args), args.input, args.tag)
         case "prune":

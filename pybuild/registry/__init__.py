@@ -2,106 +2,80 @@
 
 Async API (the solver is asyncio): `resolve`, `pull`, `push`. Blocking wrappers for code
 that is not in a coroutine (the CLI, the frontend's synchronous resolver): `resolve_sync`,
-`pull_sync`, `push_sync`; called from inside a running event loop they run the coroutine on a
-private loop in a worker thread instead of failing.
+`pull_sync`, `push_sync` (see `sync.py`). Login and logout are `login.py`'s, manifest lists
+`imagetools.py`'s.
+
+The names below are imported on first use (PEP 562): the CLI builds `RegistryOptions` for
+every build, and a build that never meets a registry must not pay for importing httpx.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-from pybuild.content.store import ContentStore
-from pybuild.digest import Digest
-from pybuild.oci.descriptor import Descriptor
-from pybuild.oci.platform import Platform
-from pybuild.oci.reference import Reference
-from pybuild.registry.auth import Credentials, load_credentials, parse_www_authenticate
-from pybuild.registry.client import RegistryClient, RegistryOptions, api_host, is_loopback
-from pybuild.registry.errors import (
-    ManifestBlobUnknownError,
-    RegistryAuthError,
-    RegistryError,
-    RegistryNotFoundError,
-    RegistryTLSError,
-    RegistryUnreachableError,
-)
-from pybuild.registry.pull import ProgressCallback, TransferEvent, pull, pull_blobs, resolve
-from pybuild.registry.push import push
+if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+    # httpx's __init__ imports its own command-line tool (httpx._main: click, pygments and
+    # rich's console) whenever those happen to be installed: 0.1-0.2 s on every registry
+    # command. pybuild never runs that tool; an empty stand-in keeps `httpx.main` defined.
+    _cli = types.ModuleType("httpx._main")
+    setattr(_cli, "main", lambda: None)  # noqa: B010
+    sys.modules["httpx._main"] = _cli
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from pybuild.registry.auth import Credentials, parse_www_authenticate
+    from pybuild.registry.authfiles import load_credentials
+    from pybuild.registry.client import RegistryClient, api_host, is_loopback
+    from pybuild.registry.errors import (
+        ManifestBlobUnknownError,
+        RegistryAuthError,
+        RegistryError,
+        RegistryNotFoundError,
+        RegistryTLSError,
+        RegistryUnreachableError,
+    )
+    from pybuild.registry.options import RegistryOptions, RetryPolicy
+    from pybuild.registry.pull import ProgressCallback, TransferEvent, pull, pull_blobs, resolve
+    from pybuild.registry.push import push
+    from pybuild.registry.sync import (
+        pull_blobs_sync,
+        pull_sync,
+        push_sync,
+        resolve_sync,
+        run_sync,
+    )
+
+_WHERE = {
+    "Credentials": "auth", "parse_www_authenticate": "auth",
+    "load_credentials": "authfiles",
+    "RegistryClient": "client", "api_host": "client", "is_loopback": "client",
+    "ManifestBlobUnknownError": "errors", "RegistryAuthError": "errors",
+    "RegistryError": "errors", "RegistryNotFoundError": "errors",
+    "RegistryTLSError": "errors", "RegistryUnreachableError": "errors",
+    "RegistryOptions": "options", "RetryPolicy": "options",
+    "ProgressCallback": "pull", "TransferEvent": "pull", "pull": "pull",
+    "pull_blobs": "pull", "resolve": "pull",
+    "push": "push",
+    "pull_blobs_sync": "sync", "pull_sync": "sync", "push_sync": "sync",
+    "resolve_sync": "sync", "run_sync": "sync",
+}
 
 __all__ = [
-    "Credentials",
-    "ManifestBlobUnknownError",
-    "ProgressCallback",
-    "RegistryAuthError",
-    "RegistryClient",
-    "RegistryError",
-    "RegistryNotFoundError",
-    "RegistryOptions",
-    "RegistryTLSError",
-    "RegistryUnreachableError",
-    "TransferEvent",
-    "api_host",
-    "is_loopback",
-    "load_credentials",
-    "parse_www_authenticate",
-    "pull",
-    "pull_blobs",
-    "pull_blobs_sync",
-    "pull_sync",
-    "push",
-    "push_sync",
-    "resolve",
-    "resolve_sync",
-    "run_sync",
+    "Credentials", "ManifestBlobUnknownError", "ProgressCallback", "RegistryAuthError",
+    "RegistryClient", "RegistryError", "RegistryNotFoundError", "RegistryOptions",
+    "RegistryTLSError", "RegistryUnreachableError", "RetryPolicy", "TransferEvent",
+    "api_host", "is_loopback", "load_credentials", "parse_www_authenticate", "pull",
+    "pull_blobs", "pull_blobs_sync", "pull_sync", "push", "push_sync", "resolve",
+    "resolve_sync", "run_sync",
 ]
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` to completion from synchronous code (even inside a running loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=worker, name="pybuild-registry", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
-
-
-def resolve_sync(ref: Reference | str, *,
-                 options: RegistryOptions | None = None) -> tuple[Descriptor, bytes]:
-    return run_sync(resolve(ref, options=options))
-
-
-def pull_sync(ref: Reference | str, store: ContentStore, *,
-              platforms: Sequence[Platform] | None = None,
-              options: RegistryOptions | None = None,
-              progress: ProgressCallback | None = None) -> Descriptor:
-    return run_sync(pull(ref, store, platforms=platforms, options=options, progress=progress))
-
-
-def pull_blobs_sync(ref: Reference | str, blobs: Sequence[Descriptor], store: ContentStore,
-                    *, options: RegistryOptions | None = None) -> None:
-    run_sync(pull_blobs(ref, blobs, store, options=options))
-
-
-def push_sync(store: ContentStore, descriptor: Descriptor, ref: Reference | str, *,
-              options: RegistryOptions | None = None, mount_from: Sequence[str] = (),
-              progress: ProgressCallback | None = None) -> Digest:
-    return run_sync(push(store, descriptor, ref, options=options, mount_from=mount_from,
-                         progress=progress))
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pybuild.registry' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pybuild.registry.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,22 +1,17 @@
-"""Registry authentication: WWW-Authenticate challenges, credentials, auth files, tokens.
+"""Registry authentication: WWW-Authenticate challenges, credentials, "auths" entries, tokens.
 
-Credentials come from an explicit `user:pass` (a `--creds` flag) or from the "auths" entries of
-the auth files podman/skopeo and docker write (`$REGISTRY_AUTH_FILE`,
-`$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
-`~/.docker/config.json`); the first file holding a matching entry wins, and inside a file the
-most specific key (`host/namespace/repo` before `host`) wins.
+The files that hold credentials (and the credential helpers they name) are `authfiles.py`'s;
+this module reads one parsed file's "auths": the most specific key (`host/namespace/repo`
+before `host`) wins, docker's `https://index.docker.io/v1/` keys count as `docker.io`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pybuild.errors import UserError
 
@@ -127,15 +122,29 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """A user name with a password, or an identity (refresh) token for the OAuth2 flow
+    (docker's `identitytoken`; the user name may then be empty)."""
+
     username: str
-    password: str = field(repr=False)
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
 
     def __repr__(self) -> str:  # never show the secret
-        return f"Credentials(username={self.username!r}, password=***)"
+        kind = "identity_token" if self.identity_token else "password"
+        return f"Credentials(username={self.username!r}, {kind}=***)"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values, for blanking them out of any text that might echo them."""
+        return tuple(s for s in (self.password, self.identity_token) if s)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    @property
+    def has_basic(self) -> bool:
+        return bool(self.username) and bool(self.password)
 
     @classmethod
     def parse(cls, text: str) -> Credentials:
@@ -145,22 +154,6 @@ class Credentials:
             raise UserError("invalid credentials: expected USERNAME:PASSWORD",
                             code="bad-credentials")
         return cls(user, password)
-
-
-def auth_file_candidates(env: Mapping[str, str] | None = None) -> list[Path]:
-    """Auth files in lookup order (they need not exist)."""
-    env = os.environ if env is None else env
-    out: list[Path] = []
-    if env.get("REGISTRY_AUTH_FILE"):
-        out.append(Path(env["REGISTRY_AUTH_FILE"]))
-    if env.get("XDG_RUNTIME_DIR"):
-        out.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
-    home = Path(env.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
-    out.append(config_home / "containers" / "auth.json")
-    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else home / ".docker"
-    out.append(docker_dir / "config.json")
-    return out
 
 
 def normalize_auth_key(key: str) -> str:
@@ -195,6 +188,11 @@ def _lookup_keys(domain: str, path: str) -> list[str]:
     return keys
 
 
+def _identity_token(entry: dict[str, object]) -> str:
+    token = entry.get("identitytoken")
+    return token if isinstance(token, str) else ""
+
+
 def _decode_entry(entry: object, where: str) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
@@ -209,10 +207,14 @@ def _decode_entry(entry: object, where: str) -> Credentials | None:
         if not sep or not user:
             raise UserError(f"{where}: an \"auth\" entry does not decode to user:password",
                             code="bad-auth-file")
-        return Credentials(user, password)
+        return Credentials(user, password.strip("\x00"), _identity_token(entry))
+    token = _identity_token(entry)
+    if token:
+        name = entry.get("username")
+        return Credentials(name if isinstance(name, str) else "", "", token)
     username, secret = entry.get("username"), entry.get("password")
     if isinstance(username, str) and username and isinstance(secret, str):
-        return Credentials(username, secret)
+        return Credentials(username, secret, _identity_token(entry))
     return None
 
 
@@ -235,35 +237,11 @@ def credentials_from_auth_data(data: object, domain: str, path: str = "",
     return None
 
 
-def load_credentials(domain: str, path: str = "", *, auth_files: Sequence[Path] | None = None,
-                     env: Mapping[str, str] | None = None) -> Credentials | None:
-    """Credentials for `domain/path` from the first auth file that has an entry for it."""
-    files = auth_file_candidates(env) if auth_files is None else list(auth_files)
-    for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            continue
-        except OSError as exc:
-            raise UserError(f"cannot read auth file {file}: {exc.strerror}",
-                            code="bad-auth-file") from None
-        if not text.strip():
-            continue
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise UserError(f"auth file {file} is not valid JSON ({exc})",
-                            code="bad-auth-file") from None
-        creds = credentials_from_auth_data(data, domain, path, where=f"auth file {file}")
-        if creds is not None:
-            return creds
-    return None
-
-
 @dataclass(slots=True)
 class Token:
-    value: str
+    value: str = field(repr=False)
     expires_at: float
+    refresh_token: str = field(default="", repr=False)  # OAuth2: a new identity token
 
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.expires_at
@@ -273,15 +251,17 @@ def token_from_response(data: object, *, now: float | None = None) -> Token | No
     """A bearer token from a token endpoint's JSON (`token` or `access_token`, `expires_in`)."""
     if not isinstance(data, dict):
         return None
-    value = data.get("token") or data.get("access_token")
+    value = data.get("access_token") or data.get("token")
     if not isinstance(value, str) or not value:
         return None
+    refresh = data.get("refresh_token")
     expires_in = data.get("expires_in")
     if not isinstance(expires_in, int | float) or expires_in <= 0:
         expires_in = 60  # the distribution spec's default
     start = time.monotonic() if now is None else now
     # renew a little early so a token never expires in flight
-    return Token(value, start + max(1.0, float(expires_in) - 10.0))
+    return Token(value, start + max(1.0, float(expires_in) - 10.0),
+                 refresh if isinstance(refresh, str) else "")
 
 
 def repository_scope(path: str, actions: str) -> str:

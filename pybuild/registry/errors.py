@@ -28,6 +28,7 @@ class RegistryError(UserError):
         error_codes: tuple[str, ...] = (),
         code: str | None = None,
         hint: str | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message, code=code, hint=hint)
         self.registry = registry
@@ -35,6 +36,9 @@ class RegistryError(UserError):
         self.digest = digest
         self.status = status
         self.error_codes = error_codes
+        # a fault that may go away on its own (5xx, 429, a reset or a timeout): the caller
+        # may retry the whole operation (an upload from its start, a download from its end)
+        self.transient = transient
 
 
 class RegistryAuthError(RegistryError):

@@ -5,13 +5,21 @@ the caller asked for (or the `Docker-Content-Digest` the registry claims) and th
 digest of its descriptor; a blob while it streams (size) and at commit (digest). The store
 gets children before parents, so it never holds a manifest whose blobs are missing because of
 this pull.
+
+A blob download that breaks (a reset, a stall past the timeout, a body that ends early) goes
+on from where it stopped with `Range: bytes=<offset>-` when the registry answers 206, and
+starts over when it does not; the whole blob's digest is checked at the end either way, and
+nothing unverified is ever published. Pulls try the reference's mirrors first
+(`endpoints.py`); a mirror that fails in any way but integrity hands over to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import Callable, Coroutine, Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,8 +33,12 @@ from pybuild.oci.descriptor import Descriptor, Index, Manifest
 from pybuild.oci.platform import Platform
 from pybuild.oci.reference import Reference
 from pybuild.registry.auth import repository_scope
-from pybuild.registry.client import RegistryClient, RegistryOptions
+from pybuild.registry.blobindex import open_index
+from pybuild.registry.client import RegistryClient
+from pybuild.registry.endpoints import Endpoint, pull_endpoints
 from pybuild.registry.errors import RegistryError, RegistryNotFoundError
+from pybuild.registry.options import RegistryOptions
+from pybuild.registry.retry import describe_transport_error, gave_up
 
 T = TypeVar("T")
 MAX_MANIFEST_SIZE = 4 << 20  # distribution refuses bigger manifests too
@@ -109,8 +121,7 @@ def manifest_media_type(content_type: str, data: bytes, *, where: str) -> str:
     body = _body_media_type(data, sniff=False)
     known = mt.INDEX_TYPES | mt.MANIFEST_TYPES
     if body in SCHEMA1_TYPES or header in SCHEMA1_TYPES:
-        raise RegistryError(f"{where} is a Docker schema 1 manifest, which pybuild does not "
-                            "support", code="registry-unsupported-manifest")
+        raise schema1_error(where)
     if body and header in known and body != header:
         raise RegistryError(f"{where}: the registry sent a {body} body as {header}",
                             code="registry-bad-manifest")
@@ -123,17 +134,13 @@ def manifest_media_type(content_type: str, data: bytes, *, where: str) -> str:
     return media_type
 
 
-async def _read_limited(resp: httpx.Response, limit: int, *, where: str) -> bytes:
-    buf = bytearray()
-    try:
-        async for chunk in resp.aiter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                raise RegistryError(f"{where} is larger than {limit} bytes; refusing it",
-                                    code="registry-bad-manifest")
-    finally:
-        await resp.aclose()
-    return bytes(buf)
+def schema1_error(where: str) -> RegistryError:
+    return RegistryError(
+        f"{where} is a Docker schema 1 manifest (deprecated since 2017, removed from Docker "
+        "and containerd); pybuild does not pull schema 1 images",
+        code="registry-unsupported-manifest",
+        hint="push the image again with a current tool (docker, buildx, skopeo copy "
+             "--format v2s2 or oci) to get a schema 2 or OCI manifest")
 
 
 async def fetch_manifest(
@@ -155,14 +162,15 @@ async def fetch_manifest(
     url = await client.url(f"/v2/{repository}/manifests/{reference}")
     digest_hint = reference if is_digest(reference) else ""
     subject = f"manifest {reference}" if digest_hint else f"tag {reference!r}"
-    resp = await client.request(
-        "HEAD" if head_only else "GET", url, repository=repository,
-        scopes=(repository_scope(repository, "pull"),),
-        headers={"Accept": mt.ACCEPT_ALL}, stream=True, what=subject, digest=digest_hint)
-    header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
-    content_type = resp.headers.get("Content-Type", "")
+    scopes = (repository_scope(repository, "pull"),)
     if head_only:
-        await resp.aclose()
+        resp = await client.request(
+            "HEAD", url, repository=repository, scopes=scopes,
+            headers={"Accept": mt.ACCEPT_ALL}, what=subject, digest=digest_hint)
+        header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
+        content_type = resp.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().lower() in SCHEMA1_TYPES:
+            raise schema1_error(where)
         if not is_digest(header_digest) and not digest_hint:
             raise RegistryError(f"{where}: the registry sent no Docker-Content-Digest",
                                 registry=client.domain, repository=repository)
@@ -170,7 +178,15 @@ async def fetch_manifest(
         media_type = content_type.split(";", 1)[0].strip()
         return Descriptor(media_type=media_type, digest=Digest(header_digest or digest_hint),
                           size=size), b""
-    data = await _read_limited(resp, MAX_MANIFEST_SIZE, where=where)
+    resp, data = await client.request_bytes(
+        "GET", url, repository=repository, scopes=scopes, limit=MAX_MANIFEST_SIZE,
+        headers={"Accept": mt.ACCEPT_ALL}, what=subject, digest=digest_hint)
+    header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
+    content_type = resp.headers.get("Content-Type", "")
+    if content_type.split(";", 1)[0].strip().lower() in SCHEMA1_TYPES or \
+            _body_media_type(data, sniff=False) in SCHEMA1_TYPES:
+        # before any digest check: a signed schema 1 manifest's digest is not its bytes'
+        raise schema1_error(where)
     digest = Digest.from_bytes(data)
     if digest_hint and digest != digest_hint:
         raise IntegrityError(f"{where}: the registry sent content that hashes to {digest}")
@@ -273,29 +289,8 @@ class _Puller:
                     f" bytes, the manifest says {desc.size}")
             self._emit("exists", desc)
             return
-        where = f"blob {self.client.domain}/{self.repository}@{desc.digest}"
         async with self.client.transfers:
-            url = await self.client.url(f"/v2/{self.repository}/blobs/{desc.digest}")
-            resp = await self.client.request(
-                "GET", url, repository=self.repository,
-                scopes=(repository_scope(self.repository, "pull"),),
-                headers={"Accept-Encoding": "identity"}, stream=True, follow_redirects=True,
-                what=f"blob {desc.digest} ({desc.media_type})", digest=desc.digest)
-            with self.store.writer() as writer:
-                try:
-                    async for chunk in resp.aiter_bytes(1 << 20):
-                        writer.write(chunk)
-                        if writer.size > desc.size:
-                            raise IntegrityError(f"{where}: the registry sent more than the "
-                                                 f"{desc.size} bytes the manifest declares")
-                except httpx.HTTPError as exc:
-                    raise RegistryError(f"{where}: download interrupted ({exc})",
-                                        registry=self.client.domain,
-                                        repository=self.repository,
-                                        digest=desc.digest) from None
-                finally:
-                    await resp.aclose()
-                await asyncio.to_thread(writer.commit, desc.digest, desc.size)
+            await download_blob(self.client, self.repository, desc, self.store)
         self._emit("pull", desc)
 
     def publish(self) -> None:
@@ -303,6 +298,105 @@ class _Puller:
             if not self.store.has(desc.digest):
                 self.store.write(data, expected=desc.digest)
             self._emit("manifest", desc)
+
+
+async def download_blob(client: RegistryClient, repository: str, desc: Descriptor,
+                        store: ContentStore) -> None:
+    """Fetch one blob into the store, verified: resumed with a Range request after a broken
+    transfer (when the registry answers 206), restarted from zero otherwise, at most
+    `retry.attempts` tries; the digest and size of the whole blob are checked at commit."""
+    where = f"blob {client.domain}/{repository}@{desc.digest}"
+    url = await client.url(f"/v2/{repository}/blobs/{desc.digest}")
+    policy = client.options.retry
+    failures = 0
+    writer = store.writer()
+    try:
+        while True:
+            headers = {"Accept-Encoding": "identity"}
+            if writer.size:
+                headers["Range"] = f"bytes={writer.size}-"
+            resp = await client.request(
+                "GET", url, repository=repository, scopes=(repository_scope(repository, "pull"),),
+                headers=headers, stream=True, follow_redirects=True, ok=(200, 206),
+                what=f"blob {desc.digest} ({desc.media_type})", digest=desc.digest)
+            if writer.size and not _resumes_at(resp, writer.size):
+                writer.abort()  # a full body (200) or another range: start over
+                writer = store.writer()
+            broken = ""
+            try:
+                # as the bytes come (a size here would buffer them, and a break lose them)
+                async for chunk in resp.aiter_bytes():
+                    if writer.size + len(chunk) > desc.size:
+                        raise IntegrityError(f"{where}: the registry sent more than the "
+                                             f"{desc.size} bytes the manifest declares")
+                    writer.write(chunk)
+            except (httpx.HTTPError, ssl.SSLError) as exc:
+                broken = describe_transport_error(exc, client.options.timeout)
+            finally:
+                await resp.aclose()
+            if not broken and writer.size == desc.size:
+                break
+            if not broken:
+                broken = f"the body ended after {writer.size} of {desc.size} bytes"
+            failures += 1
+            if failures >= policy.attempts:
+                raise RegistryError(
+                    f"{where}: download interrupted after {writer.size} of {desc.size} bytes:"
+                    f" {broken}{gave_up(failures)}", registry=client.domain,
+                    repository=repository, digest=desc.digest, transient=True)
+            await asyncio.sleep(policy.delay(failures))
+        try:
+            await asyncio.to_thread(writer.commit, desc.digest, desc.size)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{where}: the registry sent bytes that do not match the "
+                                 f"manifest, refused: {exc.message}") from None
+    finally:
+        writer.abort()  # a no-op once committed
+
+
+def _resumes_at(resp: httpx.Response, offset: int) -> bool:
+    """A 206 whose Content-Range starts where the partial download ends."""
+    if resp.status_code != 206:
+        return False
+    value = resp.headers.get("Content-Range", "").strip()  # "bytes 100-199/200"
+    unit, _, rest = value.partition(" ")
+    start, _, _ = rest.partition("-")
+    return unit == "bytes" and start.isdigit() and int(start) == offset
+
+
+def endpoint_options(options: RegistryOptions | None, logical: Reference,
+                     endpoint: Endpoint) -> RegistryOptions:
+    """The options for one endpoint: its own insecure flag; explicit --creds only for the
+    reference's own registry (never sent to a mirror elsewhere)."""
+    base = options or RegistryOptions()
+    creds = base.creds if endpoint.reference.domain == logical.domain else None
+    return dataclasses.replace(base, insecure=base.insecure or endpoint.insecure, creds=creds)
+
+
+async def over_endpoints(ref: Reference, options: RegistryOptions | None,
+                         attempt: Callable[[RegistryClient, Reference], Awaitable[T]]) -> T:
+    """Run `attempt` against each pull endpoint (mirrors first) until one succeeds. An
+    integrity error is never passed over; when all fail, the origin's error is raised, with
+    what the mirrors answered in front of it (as containers/image reports it)."""
+    base = options or RegistryOptions()
+    endpoints = pull_endpoints(ref, base.registries, base.mirrors)
+    failed: list[tuple[Endpoint, RegistryError]] = []
+    for endpoint in endpoints:
+        async with RegistryClient(endpoint.reference.domain,
+                                  endpoint_options(options, ref, endpoint)) as client:
+            try:
+                return await attempt(client, endpoint.reference)
+            except IntegrityError:
+                raise
+            except RegistryError as exc:
+                if len(endpoints) == 1:
+                    raise
+                failed.append((endpoint, exc))
+    last = failed[-1][1]
+    mirrors = "; ".join(f"[{e.reference.repository}: {x.message}]" for e, x in failed[:-1])
+    if mirrors:
+        last.message = f"{last.message} (mirrors also failed: {mirrors})"
+    raise last
 
 
 async def resolve(ref: Reference | str, *, options: RegistryOptions | None = None,
@@ -313,9 +407,11 @@ async def resolve(ref: Reference | str, *, options: RegistryOptions | None = Non
     if client is not None:
         return await fetch_manifest(client, reference.path,
                                     reference.digest or reference.tag or "latest")
-    async with RegistryClient(reference.domain, options) as own:
-        return await fetch_manifest(own, reference.path,
-                                    reference.digest or reference.tag or "latest")
+
+    async def attempt(own: RegistryClient, at: Reference) -> tuple[Descriptor, bytes]:
+        return await fetch_manifest(own, at.path, at.digest or at.tag or "latest")
+
+    return await over_endpoints(reference, options, attempt)
 
 
 async def pull(
@@ -330,14 +426,21 @@ async def pull(
     the requested platforms need (all of them when `platforms` is None). Blobs already in
     the store are not downloaded again. Returns the top descriptor."""
     reference = as_reference(ref)
-    async with RegistryClient(reference.domain, options) as client:
-        top, data = await resolve(reference, client=client)
-        puller = _Puller(client, reference.path, store, progress)
+
+    async def attempt(client: RegistryClient, at: Reference) -> Descriptor:
+        top, data = await resolve(at, client=client)
+        puller = _Puller(client, at.path, store, progress)
         await puller.walk(top, data, platforms)
         blobs = list(puller.blobs.values())
         await run_all([puller.blob(b) for b in blobs])
         puller.publish()
-    return top
+        index = open_index(client.options.blob_index)
+        if index is not None:  # where these blobs live, for cross-repository mounts
+            await asyncio.to_thread(index.record, client.domain, at.path,
+                                    [b.digest for b in blobs])
+        return top
+
+    return await over_endpoints(reference, options, attempt)
 
 
 async def pull_blobs(ref: Reference | str, blobs: Sequence[Descriptor], store: ContentStore,
@@ -346,6 +449,9 @@ async def pull_blobs(ref: Reference | str, blobs: Sequence[Descriptor], store: C
     are not downloaded again). For artifacts whose blobs are wanted one by one, such as a
     build cache's layers."""
     reference = as_reference(ref)
-    async with RegistryClient(reference.domain, options) as client:
-        puller = _Puller(client, reference.path, store, None)
+
+    async def attempt(client: RegistryClient, at: Reference) -> None:
+        puller = _Puller(client, at.path, store, None)
         await run_all([puller.blob(b) for b in blobs])
+
+    await over_endpoints(reference, options, attempt)

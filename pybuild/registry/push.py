@@ -6,13 +6,20 @@ has is skipped (HEAD); one that another repository of the same registry has can 
 otherwise it is uploaded monolithically (POST, then PUT with the body) or, above
 `chunk_size`, in PATCH chunks, always following the latest `Location` and tracking the offset
 ourselves. Every blob is verified against its digest before it leaves the store.
+
+Mount sources are the caller's `mount_from` plus what the blob index (`blobindex.py`) knows:
+the repositories of the same registry a pull or an earlier push saw the blob in. An upload
+that fails on a transient fault is started again from a fresh session (after checking that
+the blob did not land after all): an interrupted PATCH or PUT leaves the old session in a
+state the client cannot know.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -24,13 +31,11 @@ from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor, Index, Manifest
 from pybuild.oci.reference import Reference
 from pybuild.registry.auth import repository_scope
-from pybuild.registry.client import (
-    RegistryClient,
-    RegistryOptions,
-    resolve_location,
-    with_digest,
-)
-from pybuild.registry.errors import RegistryError
+from pybuild.registry.blobindex import BlobSources, open_index
+from pybuild.registry.client import RegistryClient, resolve_location, with_digest
+from pybuild.registry.endpoints import push_endpoint
+from pybuild.registry.errors import RegistryAuthError, RegistryError
+from pybuild.registry.options import RegistryOptions
 from pybuild.registry.pull import (
     ProgressCallback,
     TransferEvent,
@@ -122,13 +127,18 @@ def _verify_file(path: Path, desc: Descriptor) -> None:
 
 class _Pusher:
     def __init__(self, client: RegistryClient, repository: str, store: ContentStore,
-                 mount_from: Sequence[str], progress: ProgressCallback | None) -> None:
+                 mount_from: Sequence[str], progress: ProgressCallback | None,
+                 index: BlobSources | None = None,
+                 fetch: Callable[[Descriptor], Awaitable[None]] | None = None) -> None:
         self.client = client
+        self.fetch = fetch  # brings a blob missing from the store (imagetools copies)
         self.repository = repository
         self.store = store
         self.mount_from = [m for m in mount_from if m and m != repository]
         self.progress = progress
         self.push_scope = repository_scope(repository, "pull,push")
+        self.index = index
+        self.confirmed: list[Digest] = []  # blobs known to be in the repository now
 
     def _emit(self, action: str, desc: Descriptor) -> None:
         if self.progress is not None:
@@ -148,31 +158,69 @@ class _Pusher:
     async def blob(self, desc: Descriptor) -> None:
         async with self.client.transfers:
             if await self.blob_exists(desc):
+                self.confirmed.append(desc.digest)
                 self._emit("exists", desc)
                 return
-            path = self.store.blob_path(desc.digest)
-            await asyncio.to_thread(_verify_file, path, desc)
-            location = await self._start_upload(desc)
-            if location is None:
+            mounted, session = await self._mount(desc)
+            if mounted:
+                self.confirmed.append(desc.digest)
                 self._emit("mount", desc)
                 return
-            await self._upload(desc, path, location)
+            if not self.store.has(desc.digest) and self.fetch is not None:
+                await self.fetch(desc)  # imagetools: a blob of another registry's image
+            path = self.store.blob_path(desc.digest)
+            await asyncio.to_thread(_verify_file, path, desc)
+            policy = self.client.options.retry
+            failures = 0
+            while True:
+                try:
+                    location = session or await self._start_upload(desc)
+                    session = None  # a session is used once: a retry starts a fresh one
+                    await self._upload(desc, path, location)
+                    break
+                except RegistryError as exc:
+                    failures += 1
+                    if not exc.transient or failures >= policy.attempts:
+                        raise
+                await asyncio.sleep(policy.delay(failures))
+                if await self.blob_exists(desc):  # the broken PUT may have landed after all
+                    break
+            self.confirmed.append(desc.digest)
             self._emit("push", desc)
 
-    async def _start_upload(self, desc: Descriptor) -> httpx.URL | None:
-        """An upload session URL, or None when the blob was mounted from another repo."""
-        for source in self.mount_from:
+    async def _mount_sources(self, desc: Descriptor) -> list[str]:
+        sources = list(self.mount_from)
+        if self.index is not None:
+            known = await asyncio.to_thread(self.index.repositories, self.client.domain,
+                                            desc.digest, exclude=self.repository)
+            sources += [r for r in known if r not in sources]
+        return sources
+
+    async def _mount(self, desc: Descriptor) -> tuple[bool, httpx.URL | None]:
+        """Try a cross-repository mount from each known source: (True, None) when one
+        worked; else (False, the upload session the last refusal opened, if any)."""
+        session: httpx.URL | None = None
+        for source in await self._mount_sources(desc):
             base = await self.client.url(f"/v2/{self.repository}/blobs/uploads/")
             url = base.copy_merge_params({"mount": str(desc.digest), "from": source})
-            resp = await self.client.request(
-                "POST", url, repository=self.repository,
-                scopes=(self.push_scope, repository_scope(source, "pull")),
-                headers={"Content-Length": "0"}, ok=(201, 202), what=self._where(desc),
-                digest=desc.digest)
+            try:
+                resp = await self.client.request(
+                    "POST", url, repository=self.repository,
+                    scopes=(self.push_scope, repository_scope(source, "pull")),
+                    headers={"Content-Length": "0"}, ok=(201, 202),
+                    what=f"mount of {self._where(desc)} from {source}", digest=desc.digest)
+            except RegistryAuthError:
+                continue  # no pull access to the source: try the next, or upload
             if resp.status_code == 201:
-                return None
+                return True, None
             # 202: not mountable from there; the registry opened a normal upload session
-            return resolve_location(resp.request.url, resp.headers.get("Location", ""))
+            if self.index is not None:
+                await asyncio.to_thread(self.index.forget, self.client.domain, source,
+                                        desc.digest)
+            session = resolve_location(resp.request.url, resp.headers.get("Location", ""))
+        return False, session
+
+    async def _start_upload(self, desc: Descriptor) -> httpx.URL:
         url = await self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         resp = await self.client.request(
             "POST", url, repository=self.repository, scopes=(self.push_scope,),
@@ -187,7 +235,7 @@ class _Pusher:
         if desc.size <= chunk:
             resp = await self.client.request(
                 "PUT", with_digest(location, desc.digest), repository=self.repository,
-                scopes=scopes, ok=(201,), what=what, digest=desc.digest,
+                scopes=scopes, ok=(201,), what=what, digest=desc.digest, retry=False,
                 headers={"Content-Type": "application/octet-stream",
                          "Content-Length": str(desc.size)},
                 body=lambda: _file_range(path, 0, desc.size))
@@ -198,7 +246,7 @@ class _Pusher:
                 start = offset
                 resp = await self.client.request(
                     "PATCH", location, repository=self.repository, scopes=scopes, ok=(202,),
-                    what=what, digest=desc.digest,
+                    what=what, digest=desc.digest, retry=False,
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Length": str(n),
                              "Content-Range": f"{start}-{start + n - 1}"},
@@ -214,7 +262,7 @@ class _Pusher:
                 location = resolve_location(resp.request.url, resp.headers.get("Location", ""))
             resp = await self.client.request(
                 "PUT", with_digest(location, desc.digest), repository=self.repository,
-                scopes=scopes, ok=(201,), what=what, digest=desc.digest,
+                scopes=scopes, ok=(201,), what=what, digest=desc.digest, retry=False,
                 headers={"Content-Length": "0"})
         _check_digest_header(resp, desc.digest, what=f"{self.client.domain}: {what}")
 
@@ -274,13 +322,23 @@ async def push(
         raise UserError(f"cannot push {descriptor.media_type}: not an image manifest or index",
                         code="bad-manifest")
     blobs, manifests = await asyncio.to_thread(image_parts, store, descriptor)
-    async with RegistryClient(reference.domain, options) as client:
-        pusher = _Pusher(client, reference.path, store, mount_from, progress)
-        if blobs:
-            # one blob alone first: it settles the scheme and the authentication before the
-            # others start (a refusal then cancels no half-open TLS connections)
-            await pusher.blob(blobs[0])
-        await run_all([pusher.blob(b) for b in blobs[1:]])
+    base = options or RegistryOptions()
+    endpoint = push_endpoint(reference, base.registries)  # never a mirror
+    if endpoint.insecure and not base.insecure:
+        base = dataclasses.replace(base, insecure=True)
+    index = open_index(base.blob_index)
+    async with RegistryClient(reference.domain, base) as client:
+        pusher = _Pusher(client, reference.path, store, mount_from, progress, index)
+        try:
+            if blobs:
+                # one blob alone first: it settles the scheme and the authentication before
+                # the others start (a refusal then cancels no half-open TLS connections)
+                await pusher.blob(blobs[0])
+            await run_all([pusher.blob(b) for b in blobs[1:]])
+        finally:
+            if index is not None:  # also what landed before a failure
+                await asyncio.to_thread(index.record, client.domain, reference.path,
+                                        pusher.confirmed)
         for desc, data in manifests[:-1]:
             await pusher.manifest(desc, data, "")
         top, data = manifests[-1]

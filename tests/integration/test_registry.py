@@ -365,10 +365,9 @@ def test_bearer_token_push_and_anonymous_pull(token_registry: RunningRegistry,  
     ref = token_registry.ref("pybuild/bearer:v1")
     creds = RegistryOptions(auth_files=(), creds=_creds(token_registry))
     assert push_sync(store, desc, ref, options=creds) == desc.digest
-    accounts = {(account, user) for account, _, user in service.requests}
+    accounts = {(r.account, r.user) for r in service.requests}
     assert accounts == {(token_registry.username, token_registry.username)}
-    assert any("repository:pybuild/bearer:pull,push" in scopes
-               for _, scopes, _ in service.requests)
+    assert any("repository:pybuild/bearer:pull,push" in r.scopes for r in service.requests)
     pushed_tokens = len(service.requests)
     assert pushed_tokens <= 3  # one token per scope, cached, not one per request
     # anonymous clients get pull-only tokens

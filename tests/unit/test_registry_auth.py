@@ -12,13 +12,12 @@ from pybuild.errors import UserError
 from pybuild.registry.auth import (
     Challenge,
     Credentials,
-    auth_file_candidates,
     credentials_from_auth_data,
-    load_credentials,
     normalize_auth_key,
     parse_www_authenticate,
     token_from_response,
 )
+from pybuild.registry.authfiles import auth_file_candidates, load_credentials
 
 
 def b64(text: str) -> str:

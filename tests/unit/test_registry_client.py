@@ -234,3 +234,46 @@ def test_run_sync_inside_a_running_loop() -> None:
 
     assert run_sync(value()) == 42
     assert asyncio.run(outer()) == 42
+
+
+def test_transient_statuses_are_retried_and_uploads_are_not() -> None:
+    from pybuild.registry.options import RetryPolicy
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) < 3:
+            return httpx.Response(503, headers={"Retry-After": "0"})
+        return httpx.Response(200)
+
+    async def run(method: str, retry: bool) -> int:
+        options = RegistryOptions(auth_files=(), retry=RetryPolicy(attempts=4, base_delay=0))
+        async with RegistryClient("reg.example", options,
+                                  transport=httpx.MockTransport(handler)) as client:
+            resp = await client.request(method, "https://reg.example/v2/x", repository="x",
+                                        retry=retry)
+            return resp.status_code
+
+    assert asyncio.run(run("GET", True)) == 200 and seen == ["GET"] * 3
+    seen.clear()
+    with pytest.raises(RegistryError) as err:
+        asyncio.run(run("PATCH", False))
+    assert seen == ["PATCH"] and err.value.transient and "503" in str(err.value)
+
+
+def test_cli_retry_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from pybuild.cli.registry_commands import registry_options
+    from pybuild.errors import UserError
+
+    args = argparse.Namespace(root="/tmp/pb-root")
+    monkeypatch.setenv("PYBUILD_REGISTRY_RETRIES", "2")
+    monkeypatch.setenv("PYBUILD_REGISTRY_TIMEOUT", "7.5")
+    options = registry_options(args)
+    assert options.retry.attempts == 3 and options.timeout == 7.5
+    assert str(options.blob_index) == "/tmp/pb-root/cache/blob-sources.db"
+    monkeypatch.setenv("PYBUILD_REGISTRY_RETRIES", "many")
+    with pytest.raises(UserError, match=r"PYBUILD_REGISTRY_RETRIES='many'"):
+        registry_options(args)
