@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,8 +22,9 @@ from pybuild.layers.compress import compress_stream
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor, Index, Manifest, verify_blob
 
-KINDS = ("gzip", "zstd", "uncompressed")
-_OCI_TYPES = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "uncompressed": mt.OCI_LAYER}
+KINDS: tuple[mt.Compression, ...] = mt.COMPRESSIONS
+_OCI_TYPES: dict[mt.Compression, str] = {
+    "gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "uncompressed": mt.OCI_LAYER}
 
 
 # A kind's output format version: blobs memoized under an older format are not reused,
@@ -43,13 +43,13 @@ class _Memo:
             with contextlib.suppress(OSError, ValueError):
                 self.data = json.loads(path.read_text())
 
-    def _key(self, diff_id: str, kind: str) -> str:
+    def _key(self, diff_id: str, kind: mt.Compression) -> str:
         return f"{diff_id}|{_FORMATS.get(kind, kind)}"
 
-    def get(self, diff_id: str, kind: str) -> str | None:
+    def get(self, diff_id: str, kind: mt.Compression) -> str | None:
         return self.data.get(self._key(diff_id, kind))
 
-    def put(self, diff_id: str, kind: str, digest: str) -> None:
+    def put(self, diff_id: str, kind: mt.Compression, digest: str) -> None:
         self.data[self._key(diff_id, kind)] = digest
         if self.path is None:
             return
@@ -85,29 +85,32 @@ class _DroppingReader:
         return n
 
 
-def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Memo) -> Descriptor:
+def _compress_layer(store: ContentStore, layer: Descriptor, kind: mt.Compression,
+                    memo: _Memo) -> Descriptor:
     current = mt.layer_compression(layer.media_type)
-    wanted = "none" if kind == "uncompressed" else kind
-    if current == wanted:
+    if current == kind:
         return layer
-    if current != "none":
+    if current != "uncompressed":
         # Already compressed another way: keep it (BuildKit does too without force).
         return layer
     known = memo.get(layer.digest, kind)
     if known and store.has(Digest(known)):
         return Descriptor(media_type=_OCI_TYPES[kind], digest=Digest(known),
                           size=store.size(Digest(known)))
-    fd, tmp = tempfile.mkstemp(dir=store.ingest_dir, prefix="recompress-")
+    # A temp file named for this process: a kill leaves nothing a sweep would keep.
+    fd, tmp = store.temp_file("recompress")
     try:
         with store.open(layer.digest, what="layer") as src, os.fdopen(fd, "wb") as dst:
             reader = _DroppingReader(src)
-            diff_id, _, digest_hex, size = compress_stream(reader, dst, wanted)  # type: ignore[arg-type]
+            # layers.compress says "none" for what the model calls "uncompressed".
+            diff_id, _, digest_hex, size = compress_stream(
+                reader, dst, "none" if kind == "uncompressed" else kind)  # type: ignore[arg-type]
             dst.flush()
             os.fsync(dst.fileno())
         if "sha256:" + diff_id != layer.digest:
             raise UserError(f"layer {layer.digest} in the content store is corrupt (content "
                             f"hashes to sha256:{diff_id})", code="integrity")
-        digest = store.ingest_file(Path(tmp), Digest.from_hex(digest_hex))
+        digest = store.ingest_file(tmp, Digest.from_hex(digest_hex))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -116,31 +119,34 @@ def _compress_layer(store: ContentStore, layer: Descriptor, kind: str, memo: _Me
     return Descriptor(media_type=_OCI_TYPES[kind], digest=digest, size=size)
 
 
+def _kind(kind: str) -> mt.Compression:
+    for known in KINDS:
+        if kind == known:
+            return known
+    raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
+
+
 def compress_layer(store: ContentStore, layer: Descriptor, kind: str,
                    memo_path: Path | None = None) -> Descriptor:
     """One layer compressed as `kind` (memoized); a compressed layer stays as it is."""
-    if kind not in KINDS:
-        raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
-    return _compress_layer(store, layer, kind, _Memo(memo_path))
+    return _compress_layer(store, layer, _kind(kind), _Memo(memo_path))
 
 
 def compress_image(store: ContentStore, desc: Descriptor, kind: str,
                    memo_path: Path | None = None) -> Descriptor:
     """The same image with its uncompressed layers compressed as `kind`; a new manifest
     (and index) when anything changed, else `desc` itself."""
-    if kind not in KINDS:
-        raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
-    memo = _Memo(memo_path)
-    return _convert(store, desc, kind, memo)
+    return _convert(store, desc, _kind(kind), _Memo(memo_path))
 
 
-def _convert(store: ContentStore, desc: Descriptor, kind: str, memo: _Memo) -> Descriptor:
+def _convert(store: ContentStore, desc: Descriptor, kind: mt.Compression,
+             memo: _Memo) -> Descriptor:
     data = store.read(desc.digest, what="manifest")
     verify_blob(data, desc, what="manifest")
-    if desc.media_type in mt.INDEX_TYPES:
+    if mt.is_index(desc.media_type):
         index = Index.parse(data)
-        children = tuple(_convert(store, c, kind, memo) if c.media_type in mt.MANIFEST_TYPES
-                         or c.media_type in mt.INDEX_TYPES else c for c in index.manifests)
+        children = tuple(_convert(store, c, kind, memo) if mt.is_manifest(c.media_type)
+                         or mt.is_index(c.media_type) else c for c in index.manifests)
         if children == index.manifests:
             return desc
         new = Index(media_type=index.media_type, manifests=children,
