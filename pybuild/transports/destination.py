@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from pybuild.errors import UserError
 
@@ -84,7 +84,7 @@ def _check_parent(path: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _replace_file(path: Path, what: str) -> Iterator[IO[bytes]]:
+def _replace_file(path: Path, what: str) -> Iterator[BinaryIO]:
     _check_parent(path, what)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -104,7 +104,7 @@ def _replace_file(path: Path, what: str) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def _in_place(path: Path, what: str) -> Iterator[IO[bytes]]:
+def _in_place(path: Path, what: str) -> Iterator[BinaryIO]:
     """A device, a FIFO or a link to one: opened as it is, never created or truncated."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
@@ -119,7 +119,7 @@ def _in_place(path: Path, what: str) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def open_destination(dest: Dest, *, what: str = "archive") -> Iterator[IO[bytes]]:
+def open_destination(dest: Dest, *, what: str = "archive") -> Iterator[BinaryIO]:
     """A binary file to write the archive into (see the module docstring for the rules).
 
     `what` names the archive in errors ("OCI archive", "docker archive", ...)."""
@@ -151,7 +151,7 @@ def open_destination(dest: Dest, *, what: str = "archive") -> Iterator[IO[bytes]
 
 
 @contextlib.contextmanager
-def replace_file(path: Path, *, what: str = "file") -> Iterator[IO[bytes]]:
+def replace_file(path: Path, *, what: str = "file") -> Iterator[BinaryIO]:
     """A file inside a directory pybuild writes (a layout's blob, its index.json): always
     a temp file renamed into place, whatever is at `path` (it is pybuild's own tree)."""
     with _replace_file(path, what) as f:
