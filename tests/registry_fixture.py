@@ -20,7 +20,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tooling import require_tool
+from tests.tooling import require_tool, traversable_dir
 
 USERNAME = "pyuser"
 PASSWORD = "pypass-" + "x1"
@@ -218,7 +217,7 @@ def run_registry(*, tls: bool = False, auth: bool = False,
     """Start a docker-registry (optionally TLS + htpasswd, or token auth backed by a small
     in-process token service) and stop it on exit."""
     binary = require_tool("docker-registry")
-    workdir = Path(tempfile.mkdtemp(prefix="pybuild-registry-"))
+    workdir = traversable_dir("pybuild-registry-")
     proc: subprocess.Popen[bytes] | None = None
     token_service: TokenService | None = None
     try:

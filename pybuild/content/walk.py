@@ -111,7 +111,7 @@ class _Walker:
                 verify_blob(data, desc, what="manifest")
             data_of[desc.digest] = data
             stack.append((desc, referrer, True))
-            name = f"{desc.media_type.rsplit('.', 1)[-1]} {desc.digest}"
+            name = f"{'index' if mt.is_index(desc.media_type) else 'manifest'} {desc.digest}"
             stack.extend((c, name, False) for c in reversed(children(desc, data)))
 
     def _absent(self, desc: Descriptor, referrer: str) -> None:

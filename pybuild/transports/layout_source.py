@@ -215,24 +215,26 @@ def import_blob(source: Source, store: ContentStore, desc: Descriptor, *,
 
 
 def import_image(source: Source, store: ContentStore, desc: Descriptor) -> None:
-    """Import `desc` and everything below it, children before parents."""
-    _import(source, store, desc, set(), "index.json")
-
-
-def _import(source: Source, store: ContentStore, desc: Descriptor, done: set[Digest],
-            parent: str) -> None:
-    if desc.digest in done:
-        return
-    done.add(desc.digest)
-    if not is_tree(desc):
-        import_blob(source, store, desc, parent=parent)
-        return
-    try:
-        data = read_blob(source, desc)
-    except NotFoundError:
-        raise NotFoundError(
-            f"{source.where} lacks blob {desc.digest} (referenced by {parent})") from None
-    kind = "index" if mt.is_index(desc.media_type) else "manifest"
-    for child in children(desc, data):
-        _import(source, store, child, done, f"{kind} {desc.digest}")
-    store.write(data, expected=desc.digest)
+    """Import `desc` and everything below it, children before parents (an explicit
+    stack: a hostile layout's deep chain of indexes cannot exhaust recursion)."""
+    done: set[Digest] = set()
+    stack: list[tuple[Descriptor, str, bytes | None]] = [(desc, "index.json", None)]
+    while stack:
+        item, parent, data = stack.pop()
+        if data is not None:  # its children are in: publish it
+            store.write(data, expected=item.digest)
+            continue
+        if item.digest in done:
+            continue
+        done.add(item.digest)
+        if not is_tree(item):
+            import_blob(source, store, item, parent=parent)
+            continue
+        try:
+            data = read_blob(source, item)
+        except NotFoundError:
+            raise NotFoundError(
+                f"{source.where} lacks blob {item.digest} (referenced by {parent})") from None
+        stack.append((item, parent, data))
+        kind = "index" if mt.is_index(item.media_type) else "manifest"
+        stack.extend((c, f"{kind} {item.digest}", None) for c in reversed(children(item, data)))
