@@ -180,10 +180,14 @@ class StatCache:
 
     def digest(self, path: str, st: os.stat_result) -> str:
         """The sha256 (hex) of the file at `path` as stat'ed; read only if unknown."""
-        table = self._table
-        sig = _sig(st)
-        hit = table.data.get(path)  # dict reads are atomic; only writers take the lock
-        if hit is not None and hit[:4] == sig:
+        # The hot loop of a big context's rebuild: no properties, no helper calls.
+        table = self._table_obj or self._table
+        data = table._data
+        if data is None:
+            data = table.data
+        hit = data.get(path)  # dict reads are atomic; only writers take the lock
+        if (hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
+                and hit[2] == st.st_ctime_ns and hit[3] == st.st_ino):
             table.seen.add(path)
             return str(hit[4])
         h = hashlib.sha256()
