@@ -3,7 +3,8 @@
 A regular file (or a path that does not exist yet) gets the archive atomically: a temp
 file next to it, renamed over it once complete, so a killed export leaves the old file
 or none. Nothing that is not a regular file is ever renamed over: a device, a FIFO or a
-symlink to one is written in place (as `tar -f /dev/null` or `> fifo` would); `-` is
+symlink is written in place (as `tar -f /dev/null` or `> fifo` would; a symlink to a
+file, `/dev/stdout` redirected to one, is truncated and written through); `-` is
 stdout. A terminal is refused (an archive on a terminal is never what was meant), a
 directory is an error, and so is a missing parent directory (it is not created: a
 mistyped path must not grow a tree).
@@ -41,33 +42,21 @@ def _stdout(what: str) -> BinaryIO:
 
 
 def writes_in_place(dest: Dest) -> bool:
-    """True when the archive goes straight to `dest` (a stream, stdout, a device, a FIFO),
-    False when it replaces a regular file (or creates one) through a temp file."""
+    """True when the archive goes straight to `dest` (a stream, stdout, a device, a FIFO,
+    a symlink), False when it replaces a regular file (or creates one) through a temp
+    file next to it."""
     if not isinstance(dest, str | os.PathLike):
         return True
     path = os.fspath(dest)
     if path == STDOUT:
         return True
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return False
     except OSError:
         return True
     return not stat.S_ISREG(st.st_mode)
-
-
-def _replaced_path(path: Path) -> Path:
-    """The regular file a temp file is renamed over: `path`, or the file a symlink at
-    `path` points to (the link is kept, as `cp` into it would keep it)."""
-    if not path.is_symlink():
-        return path
-    real = Path(os.path.realpath(path))
-    try:
-        st = os.lstat(real)
-    except FileNotFoundError:
-        return real
-    return real if stat.S_ISREG(st.st_mode) else path
 
 
 def _check_parent(path: Path, what: str) -> None:
@@ -104,10 +93,14 @@ def _replace_file(path: Path, what: str) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def _in_place(path: Path, what: str) -> Iterator[BinaryIO]:
-    """A device, a FIFO or a link to one: opened as it is, never created or truncated."""
+def _in_place(path: Path, what: str, *, truncate: bool) -> Iterator[BinaryIO]:
+    """A device, a FIFO or a symlink: opened as it is, never renamed over; a link to a
+    regular file (or to nothing) is truncated (created), as `> link` would."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY
+    if truncate:
+        flags |= os.O_CREAT | os.O_TRUNC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(path, flags, _FILE_MODE)
     except OSError as exc:
         reason = ("it is a socket" if exc.errno == errno.ENXIO else exc.strerror)
         raise UserError(f"cannot write the {what} to {path}: {reason}") from None
@@ -134,19 +127,25 @@ def open_destination(dest: Dest, *, what: str = "archive") -> Iterator[BinaryIO]
         return
     path = Path(dest)
     try:
-        st = os.stat(path)
+        lst = os.lstat(path)
     except FileNotFoundError:
-        st = None  # a new file (or a dangling symlink: its target is created)
+        lst = None
     except OSError as exc:
         raise UserError(f"cannot write the {what} to {path}: {exc.strerror}") from None
-    if st is None or stat.S_ISREG(st.st_mode):
-        with _replace_file(_replaced_path(path), what) as f:
+    if lst is None or stat.S_ISREG(lst.st_mode):
+        with _replace_file(path, what) as f:
             yield f
         return
-    if stat.S_ISDIR(st.st_mode):
+    try:
+        st: os.stat_result | None = os.stat(path)  # what a symlink leads to
+    except FileNotFoundError:
+        st = None  # a dangling link: its target is created
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} to {path}: {exc.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise UserError(f"{path} is a directory; expected a path for the {what} file",
                         hint="name a file inside it, e.g. dest=" + str(path / "image.tar"))
-    with _in_place(path, what) as f:
+    with _in_place(path, what, truncate=st is None or stat.S_ISREG(st.st_mode)) as f:
         yield f
 
 
