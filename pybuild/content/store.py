@@ -61,6 +61,15 @@ class _Owners:
                 os.close(fd)
             self._tokens.clear()
 
+    def forget(self) -> None:
+        """In a forked child: its writes get tokens of their own (the parent's lock goes
+        with the parent)."""
+        self._lock = threading.Lock()
+        for _, fd in self._tokens.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._tokens = {}
+
 
 def _owner_lock(token: str) -> str:
     return f"{_OWNER_PREFIX}{token}{_OWNER_SUFFIX}"
@@ -89,6 +98,7 @@ def _publish_owner(ingest_dir: Path) -> tuple[str, int]:
 
 _OWNERS = _Owners()
 atexit.register(_OWNERS.release_all)
+os.register_at_fork(after_in_child=_OWNERS.forget)
 
 
 def _token_of(name: str) -> str | None:
@@ -106,6 +116,8 @@ def _locked(path: Path) -> bool:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
+    except OSError:
+        return True  # not ours to open (another user's): never taken for dead
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -301,14 +313,14 @@ class ContentStore:
         freed = 0
         try:
             names = os.listdir(self.ingest_dir)
-        except FileNotFoundError:
+        except OSError:
             return 0
         for name in names:
             if name.startswith(_OWNER_PREFIX):
                 continue  # owner locks: after their files
             path = self.ingest_dir / name
             token = _token_of(name)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
                 st = path.stat()
                 if token is None:
                     dead = now - st.st_mtime > legacy_older_than
@@ -323,7 +335,7 @@ class ContentStore:
             if not name.startswith(_OWNER_PREFIX):
                 continue
             if not _locked(self.ingest_dir / name):  # a final or a pending lock
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(self.ingest_dir / name)
         return freed
 
