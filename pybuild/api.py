@@ -32,7 +32,7 @@ from pybuild.request import BuildRequest, BuildResult, PushReport
 from pybuild.root import Root
 
 if TYPE_CHECKING:
-    from pybuild.cache.remote import CacheOption
+    from pybuild.builder.remote_cache import CacheOption
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.resolver import NamedContext
@@ -248,9 +248,8 @@ class Builder:
         return disk_usage(self.root)
 
     def content_size(self) -> int:
-        from pybuild.content.gc import blobs_size
-
-        return blobs_size(self.root.content)
+        """Bytes in the content store, writes under way included."""
+        return self.root.content.usage().total
 
 
 def _describe(recorder: BuildRecorder, plan: Any, fes: list[Any]) -> None:
@@ -304,7 +303,7 @@ def parse_output(text: str) -> OutputSpec:
 
 def parse_cache_option(text: str, *, flag: str) -> CacheOption:
     """One `--cache-from` / `--cache-to` value (`flag` names which, for messages)."""
-    from pybuild.cache.remote import parse_cache_option as parse
+    from pybuild.builder.remote_cache import parse_cache_option as parse
 
     return parse(text, flag=flag)
 

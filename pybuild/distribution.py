@@ -21,7 +21,7 @@ def push(root: Root, image: Descriptor, ref: Reference, *,
          compression: str = "gzip", by_digest: bool = False) -> PushReport:
     """Push an image (manifest or index) from the content store, its layers compressed
     as asked; the report names the digest the registry now has."""
-    from pybuild.exporters.recompress import compress_image
+    from pybuild.layers.recompress import compress_image
     from pybuild.oci.reference import Reference as Ref
     from pybuild.registry import RegistryOptions as Options
     from pybuild.registry import push_sync

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 from pybuild.cache import dirs
-from pybuild.cache.prune import record_layers, select
+from pybuild.cache.artifact import record_layers
+from pybuild.cache.prune import select
 from pybuild.cache.store import CacheStore
 from pybuild.content.gc import (
     DEFAULT_KEEP_STORAGE,

@@ -22,8 +22,8 @@ from pybuild.request import BuildRequest, BuildResult, PushReport, StepReport
 
 if TYPE_CHECKING:
     from pybuild.builder.executor.idmap import IdMap
+    from pybuild.builder.remote_cache import ImportedCache
     from pybuild.builder.solver import Solver
-    from pybuild.cache.remote import ImportedCache
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.results import BuildWarning
     from pybuild.oci.descriptor import Descriptor
@@ -113,15 +113,10 @@ def read_dockerfile(context: str, dockerfile: str) -> tuple[bytes, str]:
 
 def read_ignore(context: str, dockerfile_path: str) -> tuple[tuple[str, ...], str]:
     """The .dockerignore patterns: `<Dockerfile>.dockerignore` first, as BuildKit."""
-    from pybuild.frontend.dockerignore import read_ignore_file
+    from pybuild.context.dockerignore import read_ignore as read
 
-    for path in (dockerfile_path + ".dockerignore", os.path.join(context, ".dockerignore")):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return tuple(read_ignore_file(f.read())), os.path.basename(path)
-        except FileNotFoundError:
-            continue
-    return (), ".dockerignore"
+    ignore = read(context, dockerfile_path)
+    return ignore.patterns, ignore.name
 
 
 def prepare(plan_: Plan, root: Root, warmup: Warmup, events: EventSink) -> None:
@@ -254,12 +249,13 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
                  imported: ImportedCache | None) -> tuple[list[Solver], list[Any]]:
     import asyncio
 
-    from pybuild.builder.context import BuildContext, StatCache
     from pybuild.builder.executor.client import LazySandbox, find_runtime
     from pybuild.builder.solver import Solver, SolverOptions
     from pybuild.builder.workspace import build_dir, stale_build_dirs
     from pybuild.cache.store import CacheStore
-    from pybuild.frontend.dockerignore import PatternMatcher
+    from pybuild.context.patterns import PatternMatcher
+    from pybuild.context.statcache import StatCache
+    from pybuild.context.tree import BuildContext
 
     idmap = plan_.idmap
     owner = (idmap.uid_extents[0].outside, idmap.gid_extents[0].outside)
@@ -404,10 +400,10 @@ async def _image_output(req: BuildRequest, root: Root, result: BuildResult,
 
 
 def _import_caches(req: BuildRequest, root: Root, events: EventSink) -> ImportedCache | None:
-    """--cache-from: the records of every readable source (see cache/remote.py)."""
+    """--cache-from: the records of every readable source (see builder/remote_cache.py)."""
     if not req.cache_from:
         return None
-    from pybuild.cache.remote import import_caches
+    from pybuild.builder.remote_cache import import_caches
     from pybuild.startup import enable_tls
 
     if any(o.type == "registry" for o in req.cache_from):
@@ -422,7 +418,8 @@ def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
     are in the result; max: all). A failure fails the build unless ignore-error=true."""
     if not req.cache_to:
         return
-    from pybuild.cache.remote import export_cache, export_records_for
+    from pybuild.builder.remote_cache import export_cache
+    from pybuild.cache.artifact import export_records_for
     from pybuild.cache.store import CacheStore
     from pybuild.startup import enable_tls
 

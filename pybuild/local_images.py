@@ -102,20 +102,16 @@ def untag(root: Root, name: str) -> Descriptor:
 
 
 def load(root: Root, path: str | Path, tags: tuple[str, ...] = ()) -> LoadReport:
-    """Import an OCI layout (directory or tar) or a docker archive into the store."""
-    from pybuild.exporters.oci_layout import read_oci_layout
+    """Import an OCI layout (directory or tar), a docker archive (pybuild's, or a classic
+    `docker save` / `podman save` one) into the store; without `tags`, the names the
+    archive records."""
+    from pybuild.transports.endpoints import location_of, read_image
 
     if not Path(path).exists():
         raise NotFoundError(f"{path}: no such file or directory")
-    desc = read_oci_layout(path, root.content, None)
-    names = list(tags)
-    if not names:
-        for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
-            value = desc.annotation(key)
-            if value and (key != "org.opencontainers.image.ref.name" or ":" in value
-                          or "/" in value):
-                names.append(value)
-                break
+    imported = read_image(location_of(path), root.content)
+    desc = imported.descriptor
+    names = list(tags) or list(imported.names)
     if not names:
         raise UserError(f"{path} does not name its image; give a name with -t NAME")
     plain = Descriptor(media_type=desc.media_type, digest=desc.digest, size=desc.size,

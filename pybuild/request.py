@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from pybuild.cache.remote import CacheOption
+    from pybuild.builder.remote_cache import CacheOption
     from pybuild.digest import Digest
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport

@@ -4,7 +4,6 @@ store, missing ones are pulled from their registry (unless pulling is off), and
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -98,19 +97,16 @@ class StoreResolver:
         return desc
 
     def _resolve_layout(self, ref: str, platform: Platform) -> ResolvedImage:
-        from pybuild.exporters.oci_layout import read_oci_layout
+        from pybuild.transports.endpoints import read_image
+        from pybuild.transports.names import OCILayoutLocation, parse_location
 
-        body = ref.removeprefix("oci-layout://")
-        if "@" in body:
-            path, _, selector = body.rpartition("@")
-        elif ":" in os.path.basename(body):
-            path, _, selector = body.rpartition(":")
-        else:
-            path, selector = body, ""
-        desc = read_oci_layout(path, self.content, selector or None)
+        location = parse_location(ref)
+        assert isinstance(location, OCILayoutLocation)
+        desc = read_image(location, self.content).descriptor
         desc = resolve_platform(self.content, desc, platform, name=ref)
         config = read_config(self.content, read_manifest(self.content, desc))
-        return ResolvedImage(name=f"oci-layout://{path}", digest=desc.digest, config=config)
+        return ResolvedImage(name=f"oci-layout://{location.path}", digest=desc.digest,
+                             config=config)
 
 
 def pinned_descriptor(content: ContentStore, digest: Digest) -> Descriptor | None:

@@ -1,10 +1,14 @@
-"""Project-wide test hooks: the `requires(...)` capability marker."""
+"""Project-wide test hooks: the `requires(...)` capability marker, and the check that the
+suite leaves nothing behind in /var/tmp or /tmp."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 
-from tests.tooling import require
+from tests.tooling import PROCESS_TOKEN, leftovers, pybuild_tmpdir, require
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -12,3 +16,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers(name="requires"):
         for capability in marker.args:
             require(str(capability))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Every temp dir a test process makes outside tmp_path carries its token
+    (tests.tooling.traversable_dir, the registry's, the TMPDIR of the pybuild processes
+    it runs); when its session ends, none may be left. Set up before every other fixture,
+    so it is torn down after them all have cleaned up."""
+    yield
+    left = leftovers()
+    for path in left:  # reported once, not accumulated run after run
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    shutil.rmtree(pybuild_tmpdir(), ignore_errors=True)
+    if left:
+        pytest.fail(f"the tests left {len(left)} entries in /var/tmp or /tmp (token "
+                    f"{PROCESS_TOKEN}): {', '.join(str(p) for p in left[:10])}; remove "
+                    "them in the fixture that made them", pytrace=False)

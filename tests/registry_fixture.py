@@ -22,7 +22,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tooling import require_tool
+from tests.tooling import require_tool, traversable_dir
 
 USERNAME = "pyuser"
 PASSWORD = "pypass-" + "x1"
@@ -315,7 +314,7 @@ def run_registry(*, tls: bool = False, auth: bool = False, bearer: bool = False,
     `client_key` are one signed by the registry's CA), schema 1 compatibility) and stop it
     on exit."""
     binary = require_tool("docker-registry")
-    workdir = Path(tempfile.mkdtemp(prefix="pybuild-registry-"))
+    workdir = traversable_dir("pybuild-registry-")
     proc: subprocess.Popen[bytes] | None = None
     token_service: TokenService | None = None
     try:

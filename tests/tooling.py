@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -77,3 +80,43 @@ def require(capability: str) -> None:
     why = probe()
     if why is not None:
         missing(f"{capability}: {why}")
+
+
+# -- temp dirs outside pytest's tmp_path ------------------------------------------------
+
+# Each test process has a token that every temp dir it makes outside tmp_path carries in
+# its name (`pybuild-<what>-<token>-XXXXXXXX`), so the session check in tests/conftest.py
+# can tell this run's leftovers from those of a run beside it on a shared machine. (The
+# dirs stay directly in /var/tmp: pybuild roots there hold unix sockets, whose paths must
+# stay short.)
+PROCESS_TOKEN = uuid.uuid4().hex[:6]
+TMP_DIRS = (Path("/var/tmp"), Path(tempfile.gettempdir()))
+
+
+def traversable_dir(prefix: str) -> Path:
+    """A temp dir every user can traverse: a root's build namespace maps root elsewhere,
+    so pybuild roots must not sit under 0700 directories such as pytest's tmp_path.
+    The caller removes it (a fixture's teardown)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{PROCESS_TOKEN}-", dir="/var/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def pybuild_tmpdir() -> Path:
+    """The TMPDIR given to pybuild processes the tests start: what pybuild leaves in its
+    temp dir shows up there."""
+    path = Path("/var/tmp") / f"pybuild-tmpdir-{PROCESS_TOKEN}"
+    if not path.is_dir():
+        path.mkdir(exist_ok=True)
+        path.chmod(0o1777)  # as /tmp: the unprivileged test user's pybuild writes there too
+    return path
+
+
+def leftovers() -> list[Path]:
+    """This process's entries in /var/tmp and /tmp, and what is inside its TMPDIR."""
+    found = {p for d in TMP_DIRS for p in d.glob(f"*{PROCESS_TOKEN}*")}
+    tmpdir = Path("/var/tmp") / f"pybuild-tmpdir-{PROCESS_TOKEN}"
+    found.discard(tmpdir)
+    if tmpdir.is_dir():
+        found.update(tmpdir.iterdir())
+    return sorted(found)

@@ -53,7 +53,7 @@ from pybuild.oci import mediatypes
 from pybuild.oci.descriptor import Descriptor
 
 if TYPE_CHECKING:
-    from pybuild.cache.remote import ImportedCache
+    from pybuild.builder.remote_cache import ImportedCache
 
 KEY_SCHEME = "pybuild-cache-v1"
 CONTEXT_SOURCE = "local://context"

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pybuild.cache.artifact import record_layers
 from pybuild.cache.store import CacheRecord
 from pybuild.digest import Digest
 
@@ -16,11 +17,6 @@ class Selection:
     removed: tuple[str, ...]  # cache keys to delete
     kept_blobs: frozenset[Digest]  # the layers of the records that stay
     kept_diff_ids: frozenset[Digest]
-
-
-def record_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The layers a record's result holds (None entries are empty diffs)."""
-    return [x for x in result.get("layers", []) if x]
 
 
 def select(records: Iterable[CacheRecord], *, keep: frozenset[Digest], used: int,

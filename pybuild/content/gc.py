@@ -70,11 +70,5 @@ def sweep(store: ContentStore, keep: frozenset[Digest] | set[Digest], *,
 
 
 def blobs_size(store: ContentStore) -> int:
-    """What the content store holds, in bytes (apparent sizes, as `du --apparent`)."""
-    total = 0
-    for d in store.digests():
-        try:
-            total += store.blob_path(d).stat().st_size
-        except FileNotFoundError:
-            continue
-    return total
+    """What the content store's blobs hold, in bytes (apparent sizes)."""
+    return store.usage().blobs

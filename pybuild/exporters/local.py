@@ -30,12 +30,13 @@ import zstandard
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import platforms_of, read_config, read_manifest, resolve_platform
 from pybuild.errors import IntegrityError, UserError
-from pybuild.exporters.oci_layout import Dest, VerifyingReader, open_archive_dest
+from pybuild.exporters.oci_layout import Dest, VerifyingReader
 from pybuild.layers.apply import apply_layer
 from pybuild.layers.diff import write_tree
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
+from pybuild.transports.destination import open_destination, writes_in_place
 
 _CHUNK = 1 << 20
 
@@ -193,12 +194,14 @@ def write_rootfs_tar(
     files' own metadata; `mtime` clamps newer timestamps (SOURCE_DATE_EPOCH).
     """
     targets = _targets(store, manifest_descriptor, platform, platform_split)
-    with _scratch(dest) as scratch:
+    # The destination first (a missing parent or a directory fails before any work); the
+    # scratch tree next to a file it replaces, in the temp dir for a device or a stream.
+    with (open_destination(dest, what="filesystem tar") as out,
+          _scratch(out if writes_in_place(dest) else dest) as scratch):
         tree = scratch / "rootfs"
         for desc, sub in targets:
             apply_image(store, desc, tree / sub if sub else tree)
-        with open_archive_dest(dest) as out:
-            write_tree(str(tree), out, mtime=mtime)  # type: ignore[arg-type]
+        write_tree(str(tree), out, mtime=mtime)
 
 
 class LocalExporter:

@@ -24,7 +24,7 @@ from pybuild.exporters.base import (
 from pybuild.exporters.docker_archive import DockerArchiveExporter
 from pybuild.exporters.local import LocalExporter, TarExporter
 from pybuild.exporters.oci_layout import OCILayoutExporter
-from pybuild.exporters.recompress import compress_image
+from pybuild.layers.recompress import compress_image
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
 from pybuild.oci.reference import Reference

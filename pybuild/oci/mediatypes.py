@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
+# A layer's compression, in buildx's words (`compression=uncompressed|gzip|zstd`).
+Compression = Literal["gzip", "zstd", "uncompressed"]
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "uncompressed")
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -52,10 +59,26 @@ def to_oci(media_type: str) -> str:
     return _TO_OCI.get(media_type, media_type)
 
 
-def layer_compression(media_type: str) -> str:
-    """'gzip', 'zstd' or 'none' for a layer media type."""
+def layer_compression(media_type: str) -> Compression:
+    """'gzip', 'zstd' or 'uncompressed' for a layer media type."""
     if media_type.endswith("gzip"):
         return "gzip"
     if media_type.endswith("zstd"):
         return "zstd"
-    return "none"
+    return "uncompressed"
+
+
+def is_index(media_type: str) -> bool:
+    """An image index (OCI) or manifest list (Docker)."""
+    return media_type in INDEX_TYPES
+
+
+def is_manifest(media_type: str) -> bool:
+    """A single-image manifest (OCI or Docker schema 2)."""
+    return media_type in MANIFEST_TYPES
+
+
+def is_foreign(media_type: str, urls: Sequence[str] = ()) -> bool:
+    """A non-distributable layer: it stays at its URLs and may be absent from a store,
+    a layout or a registry."""
+    return bool(urls) or media_type == DOCKER_FOREIGN_LAYER_GZIP

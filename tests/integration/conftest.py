@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +45,11 @@ def _import_base(root: Path, layout: Path) -> None:
 
 
 def traversable_dir(prefix: str) -> Path:
-    """A temp dir every user can traverse: a root's build namespace maps root elsewhere,
-    so pybuild roots must not sit under 0700 directories such as pytest's tmp_path."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
-    path.chmod(0o755)
-    return path
+    """A temp dir every user can traverse (see tests.tooling.traversable_dir); the
+    caller removes it."""
+    from tests.tooling import traversable_dir as make
+
+    return make(prefix)
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +76,12 @@ def run_pybuild(root: Path, *args: str, cwd: Path | None = None, user: str | Non
     cmd = [sys.executable, "-m", "pybuild", "--root", str(root), *map(str, args)]
     if user is not None:
         cmd = ["runuser", "-u", user, "--", *cmd]
+    from tests.tooling import pybuild_tmpdir
+
     full_env = dict(os.environ)
     full_env.pop("PYBUILD_ROOT", None)
     full_env["PYTHONPATH"] = str(REPO)
+    full_env["TMPDIR"] = str(pybuild_tmpdir())  # what pybuild leaves there is seen
     if env:
         full_env.update(env)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or REPO, env=full_env,

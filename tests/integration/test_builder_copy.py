@@ -209,3 +209,93 @@ def test_copy_missing_source_is_an_error(pybuild: PybuildRunner, tmp_path: Path,
     r = pybuild("build", str(ctx))
     assert r.code != 0
     assert message in r.err
+
+
+# -- F13: sources that lead nowhere, files that cannot be read --------------------------
+
+
+def _links_ctx(ctx: Path) -> Path:
+    ctx.mkdir(parents=True)
+    os.symlink("/etc/shadow", ctx / "shadowlink")
+    os.symlink("/etc", ctx / "etcdir")
+    os.symlink("..", ctx / "up")
+    return ctx
+
+
+@pytest.mark.parametrize(("source", "link", "inside"), [
+    ("shadowlink", "shadowlink is a symbolic link to /etc/shadow", "/etc/shadow"),
+    ("etcdir", "etcdir is a symbolic link to /etc", "/etc"),
+    ("etcdir/passwd", "etcdir is a symbolic link to /etc", "/etc"),
+    ("up/etc/passwd", "", ""),
+])
+def test_a_source_leading_out_of_the_context_is_not_found(
+        pybuild: PybuildRunner, tmp_path: Path, source: str, link: str, inside: str) -> None:
+    ctx = _links_ctx(tmp_path / "ctx")
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nCOPY {source} /x\n")
+    r = pybuild("build", str(ctx))
+    assert r.code == 1, r.err
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    assert f"/{source}: not found in the build context" in r.err
+    if link:
+        assert link in r.err and f"(to {inside}, which does not exist)" in r.err
+
+
+def test_up_link_copies_the_context_itself(pybuild: PybuildRunner, tmp_path: Path) -> None:
+    # `up -> ..` from the root is the root (links resolve inside): BuildKit copies it too
+    ctx = _links_ctx(tmp_path / "ctx")
+    (ctx / "f").write_text("F")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY up /x/\n")
+    out = tmp_path / "out"
+    r = pybuild("build", "-o", f"type=local,dest={out}", str(ctx))
+    assert r.code == 0, r.err
+    assert (out / "x" / "f").read_text() == "F"
+
+
+def test_unreadable_context_files_as_the_test_user(base_layout: Path) -> None:
+    """As pbtester, a root-owned 0600 file in the context (and a 0700 dir) is a one-line
+    'cannot read' naming it, for the cache key's read and for the direct context layer;
+    a link out is 'not found', as for root."""
+    import pwd
+    import shutil
+
+    from tests.integration.conftest import rootless_root, run_pybuild, traversable_dir
+
+    try:
+        pwd.getpwnam("pbtester")
+    except KeyError:
+        from tests.tooling import missing
+
+        missing("test user pbtester does not exist (run scripts/setup.sh as root)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to the test user")
+    work = traversable_dir("pybuild-f13-")
+    try:
+        root = rootless_root(work, "pbtester", base_layout)
+        cases = {
+            "file": ("COPY secret /x\n", "cannot read", "secret"),
+            "many": ("COPY many/ /many/\n", "cannot read", "many/f63"),  # the layer path
+            "dir": ("COPY closed /x\n", "cannot read", "closed"),
+            "link": ("COPY shadowlink /x\n", "not found in the build context",
+                     "shadowlink is a symbolic link to /etc/shadow"),
+        }
+        for name, (copy, message, what) in cases.items():
+            ctx = _links_ctx(work / f"ctx-{name}")
+            (ctx / "Dockerfile").write_text("FROM busybox\n" + copy)
+            (ctx / "secret").write_text("s")
+            (ctx / "secret").chmod(0o600)
+            (ctx / "closed").mkdir()
+            (ctx / "closed" / "f").write_text("f")
+            (ctx / "closed").chmod(0o700)
+            (ctx / "many").mkdir()
+            for i in range(80):  # a context COPY big enough for the direct layer
+                (ctx / "many" / f"f{i}").write_text(str(i))
+            (ctx / "many" / "f63").chmod(0o600)
+            for p in (ctx, ctx / "Dockerfile", ctx / "many", *(ctx / "many").iterdir()):
+                if p.name != "f63":
+                    os.lchown(p, pwd.getpwnam("pbtester").pw_uid, -1)
+            r = run_pybuild(root, "build", str(ctx), user="pbtester")
+            assert r.code == 1, (name, r.err)
+            assert "internal error" not in r.err and "Traceback" not in r.err, (name, r.err)
+            assert message in r.err and what in r.err, (name, r.err)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -4,8 +4,12 @@ steps through a local OCI layout or a real registry, as with buildx's cache back
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.integration.conftest import (
     _import_base,
@@ -39,10 +43,20 @@ def _ctx(tmp_path: Path) -> Path:
     return ctx
 
 
-def _root(base_layout: Path) -> Path:
-    root = traversable_dir("pybuild-cache-remote-") / "root"
-    _import_base(root, base_layout)
-    return root
+@pytest.fixture
+def new_root(base_layout: Path) -> Iterator[Callable[[], Path]]:
+    """Fresh pybuild roots (a machine each), all removed when the test ends."""
+    made: list[Path] = []
+
+    def make() -> Path:
+        base = traversable_dir("pybuild-cache-remote-")
+        made.append(base)
+        _import_base(base / "root", base_layout)
+        return base / "root"
+
+    yield make
+    for base in made:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _events(out: str) -> list[dict[str, object]]:
@@ -63,10 +77,10 @@ def _diff_ids(root: Path) -> list[str]:
     return list(cfg["rootfs"]["diff_ids"])
 
 
-def test_local_cache_round_trip(tmp_path: Path, base_layout: Path) -> None:
+def test_local_cache_round_trip(tmp_path: Path, new_root: Callable[[], Path]) -> None:
     ctx = _ctx(tmp_path)
     dest = tmp_path / "cache-max"
-    first = _root(base_layout)
+    first = new_root()
     started, _ = _build(first, ctx, "--cache-to", f"type=local,dest={dest},mode=max")
     assert sum("RUN" in s for s in started) == 3
     # An independent reader sees an OCI layout with one manifest whose config is the cache.
@@ -84,7 +98,7 @@ def test_local_cache_round_trip(tmp_path: Path, base_layout: Path) -> None:
             assert SECRET_VALUE.encode() not in blob.read_bytes(), blob
 
     # A fresh root with the cache runs nothing and gets the same layers.
-    second = _root(base_layout)
+    second = new_root()
     started, events = _build(second, ctx, "--cache-from", f"type=local,src={dest}")
     assert started == []
     assert sum(e["type"] == "VertexCached" for e in events) >= 5
@@ -101,7 +115,7 @@ def test_local_cache_round_trip(tmp_path: Path, base_layout: Path) -> None:
 
     # A changed file re-runs only what depends on it, even through an imported cache.
     (ctx / "app.txt").write_text("changed\n")
-    third = _root(base_layout)
+    third = new_root()
     started, _ = _build(third, ctx, "--cache-from", f"type=local,src={dest}")
     names = [s.split("] ", 1)[1] for s in started]
     assert names == ["COPY app.txt /app/app.txt",
@@ -110,36 +124,37 @@ def test_local_cache_round_trip(tmp_path: Path, base_layout: Path) -> None:
                      ], names
 
 
-def test_min_mode_exports_only_the_result_chain(tmp_path: Path, base_layout: Path) -> None:
+def test_min_mode_exports_only_the_result_chain(tmp_path: Path,
+                                                new_root: Callable[[], Path]) -> None:
     ctx = _ctx(tmp_path)
     dest = tmp_path / "cache-min"
-    _build(_root(base_layout), ctx, "--cache-to", f"type=local,dest={dest}")
-    started, _ = _build(_root(base_layout), ctx, "--cache-from", f"type=local,src={dest}")
+    _build(new_root(), ctx, "--cache-to", f"type=local,dest={dest}")
+    started, _ = _build(new_root(), ctx, "--cache-from", f"type=local,src={dest}")
     # The deps stage's RUN is not in the image, so mode=min leaves it out; the final
     # stage's steps come from the cache.
     assert started == ["[deps 2/2] RUN echo deps > /deps.txt"], started
 
 
-def test_registry_cache_round_trip(tmp_path: Path, base_layout: Path,
+def test_registry_cache_round_trip(tmp_path: Path, new_root: Callable[[], Path],
                                    registry: RunningRegistry) -> None:  # noqa: F811
     ctx = _ctx(tmp_path)
     ref = registry.ref("pybuild/cache:buildcache")
-    first = _root(base_layout)
+    first = new_root()
     _build(first, ctx, "--cache-to", f"type=registry,ref={ref},mode=max")
     skopeo = tool("skopeo")
     raw = json.loads(subprocess.run(
         [skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
         check=True, capture_output=True, text=True).stdout)
     assert raw["config"]["mediaType"] == "application/vnd.pybuild.cache.config.v1+json"
-    second = _root(base_layout)
+    second = new_root()
     started, _ = _build(second, ctx, "--cache-from", ref)  # a bare ref means type=registry
     assert started == []
     assert _diff_ids(second) == _diff_ids(first)
 
 
-def test_unusable_cache_sources(tmp_path: Path, base_layout: Path) -> None:
+def test_unusable_cache_sources(tmp_path: Path, new_root: Callable[[], Path]) -> None:
     ctx = _ctx(tmp_path)
-    root = _root(base_layout)
+    root = new_root()
     # A missing source is a warning: the build goes on without it.
     r = run_pybuild(root, "build", "--progress", "plain", "--cache-from",
                     f"type=local,src={tmp_path / 'nothing'}", str(ctx))

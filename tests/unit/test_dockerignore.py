@@ -1,4 +1,4 @@
-"""Unit tests for pybuild.frontend.dockerignore.
+"""Unit tests for pybuild.context.patterns and pybuild.context.dockerignore.
 
 The case tables are ported from moby/patternmatcher (patternmatcher_test.go:
 TestMatches, TestMatch, TestCompile and the TestCleanPatterns* tests;
@@ -12,16 +12,16 @@ import random
 
 import pytest
 
-from pybuild.errors import UserError
-from pybuild.frontend.dockerignore import (
+from pybuild.context.dockerignore import read_ignore_file
+from pybuild.context.patterns import (
     DockerignoreError,
     PatternMatcher,
     _BadPatternError,
     _filepath_match,
     _Pattern,
-    read_ignore_file,
 )
-from pybuild.frontend.shell.gocompat import clean_path
+from pybuild.errors import UserError
+from pybuild.gocompat import clean_path
 
 FAIL, EXACT, INEXACT = "fail", "exact", "inexact"
 

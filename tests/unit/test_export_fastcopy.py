@@ -17,9 +17,8 @@ import pytest
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, UserError
-from pybuild.exporters import recompress
 from pybuild.exporters.oci_layout import copy_blob_verified
-from pybuild.layers import hashsink
+from pybuild.layers import hashsink, recompress
 from pybuild.layers.compress import compress_stream
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor
@@ -175,7 +174,7 @@ def test_recompress_reads_through_the_dropping_reader(
     _, _, digest_hex, size = compress_stream(io.BytesIO(data), streamed, "zstd")  # type: ignore[arg-type]
     assert out.digest == Digest.from_hex(digest_hex) and out.size == size
     assert store.read(out.digest) == streamed.getvalue()
-    assert not list(store.ingest_dir.iterdir())
+    assert not store.temp_files()
 
 
 def test_recompress_detects_a_corrupt_layer(tmp_path: Path) -> None:
@@ -185,4 +184,4 @@ def test_recompress_detects_a_corrupt_layer(tmp_path: Path) -> None:
     _damage(store, layer, data[:-1] + b"?")
     with pytest.raises(UserError, match="corrupt"):
         recompress.compress_layer(store, layer, "gzip")
-    assert not list(store.ingest_dir.iterdir())
+    assert not store.temp_files()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from pathlib import Path
 
 import pytest
@@ -107,7 +106,7 @@ def test_writer_commit_is_atomic_and_checks_the_expected_digest(tmp_path: Path) 
         with pytest.raises(IntegrityError):
             w.commit(Digest.from_bytes(b"xyz"))
     assert list(store.digests()) == []
-    assert os.listdir(store.ingest_dir) == []  # the temp file is gone
+    assert store.temp_files() == []  # the temp file is gone
 
 
 def _write_same_blob(root: str) -> str:

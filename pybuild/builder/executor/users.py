@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
+from pybuild.context.resolve import resolve_in_root as resolve_in_root  # the one resolver
 from pybuild.errors import UserError
-
-
-def resolve_in_root(root: str, path: str) -> str:
-    """`path` inside `root`, following symlinks without ever leaving `root`."""
-    parts = [p for p in path.split("/") if p]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise UserError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
 
 
 def _read_db(root: str, name: str) -> list[list[str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pybuild.frontend.gocompat import go_trimleft_space
+from pybuild.gocompat import go_trimleft_space
 
 VALID_DIRECTIVES = ("syntax", "escape", "check")
 # Go's \s is ASCII [\t\n\f\r ] (no \v), unlike Python's.

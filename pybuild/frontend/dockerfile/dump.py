@@ -4,7 +4,7 @@ files, also printed by BuildKit's ``parser/dumper`` tool)."""
 from __future__ import annotations
 
 from pybuild.frontend.dockerfile.parser import Node, ParseResult
-from pybuild.frontend.gocompat import go_quote, go_quote_list
+from pybuild.gocompat import go_quote, go_quote_list
 
 __all__ = ["dump_ast", "dump_node", "go_quote", "go_quote_list"]
 

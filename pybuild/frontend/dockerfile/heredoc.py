@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pybuild.frontend.gocompat import go_isspace, go_quote, runes
+from pybuild.gocompat import go_isspace, go_quote, runes
 
 _HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 
-from pybuild.frontend.gocompat import (
+from pybuild.gocompat import (
     from_bytes,
     go_isspace,
     go_quote,

@@ -35,7 +35,7 @@ from pybuild.frontend.dockerfile.line_parsers import (
     parse_ignore,
     split_command,
 )
-from pybuild.frontend.gocompat import (
+from pybuild.gocompat import (
     from_bytes,
     go_lower,
     go_quote,

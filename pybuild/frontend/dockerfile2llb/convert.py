@@ -36,13 +36,13 @@ from pybuild.frontend.dockerfile2llb.outline import build_outline
 from pybuild.frontend.dockerfile2llb.stages import add_stage, find_target, reachable, to_command
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState
 from pybuild.frontend.dockerfile2llb.validations import check_cycles, lint_parsed, lint_stages
-from pybuild.frontend.gocompat import has_invalid_utf8, runes
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.parse import parse_instruction
 from pybuild.frontend.resolver import ImageMetaResolver
 from pybuild.frontend.results import BuildWarning, SourceRange
 from pybuild.frontend.shell.lex import ShellLex
 from pybuild.frontend.subrequests import LintError, LintReport, Outline, Target, TargetList
+from pybuild.gocompat import has_invalid_utf8, runes
 from pybuild.oci.config import ImageConfig
 from pybuild.oci.platform import host as host_platform
 

@@ -22,9 +22,9 @@ from pybuild.frontend.dockerfile2llb.validations import (
     validate_copy_source,
     validate_digest,
 )
-from pybuild.frontend.gocompat import clean_path, to_bytes
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.shell.lex import ShellLex
+from pybuild.gocompat import clean_path, to_bytes
 from pybuild.llb import Chown, CopyAction, FileOp, Input, MkfileAction
 
 

@@ -18,9 +18,9 @@ from pybuild.frontend.dockerfile2llb.history import (
 )
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, fail
 from pybuild.frontend.dockerfile2llb.validations import expand_reported
-from pybuild.frontend.gocompat import runes, to_bytes
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.runmount import RunMount, parse_mount
+from pybuild.gocompat import runes, to_bytes
 from pybuild.llb import ExecOp, FileOp, MkfileAction, Mount
 
 DEFAULT_SHELL = ("/bin/sh", "-c")

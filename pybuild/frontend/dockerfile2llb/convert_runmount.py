@@ -13,10 +13,10 @@ from pybuild.frontend.dockerfile2llb.state import (
     MountInfo,
     fail,
 )
-from pybuild.frontend.gocompat import clean_path
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.instructions.runmount import RunMount
+from pybuild.gocompat import clean_path
 from pybuild.llb import (
     CacheMountOpts,
     FileOp,

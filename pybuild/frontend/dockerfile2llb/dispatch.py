@@ -31,9 +31,9 @@ from pybuild.frontend.dockerfile2llb.validations import (
     track_once,
     validate_signal,
 )
-from pybuild.frontend.gocompat import clean_path, go_quote_list
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import located
+from pybuild.gocompat import clean_path, go_quote_list
 from pybuild.llb import FileOp, MkdirAction
 from pybuild.oci.config import DEFAULT_PATH, Healthcheck
 

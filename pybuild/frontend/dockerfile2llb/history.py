@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pybuild.errors import PybuildError
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, EnvList
-from pybuild.frontend.gocompat import go_duration
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.shell.lex import ShellLex
+from pybuild.gocompat import go_duration
 from pybuild.llb import OpMetadata
 from pybuild.oci.config import Healthcheck, History
 from pybuild.oci.platform import Platform

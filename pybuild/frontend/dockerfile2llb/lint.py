@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pybuild.errors import SourceLocation, UserError
-from pybuild.frontend.gocompat import go_parse_bool, go_quote
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.results import BuildWarning, SourceRange
+from pybuild.gocompat import go_parse_bool, go_quote
 
 _DOCS = "https://docs.docker.com/go/dockerfile/rule/"
 

@@ -7,9 +7,9 @@ from pybuild.errors import UserError
 from pybuild.frontend.dockerfile2llb.stages import to_command
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, Phase, fail
 from pybuild.frontend.dockerfile2llb.validations import check_cycles
-from pybuild.frontend.gocompat import to_bytes
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.parse import parse_instruction
+from pybuild.gocompat import to_bytes
 
 
 def init_onbuild(ctx: DispatchContext, stages: list[DispatchState]) -> bool:

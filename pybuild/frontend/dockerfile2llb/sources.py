@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, fail
-from pybuild.frontend.gocompat import clean_path
 from pybuild.frontend.instructions.loc import Loc
+from pybuild.gocompat import clean_path
 from pybuild.llb import Input, OpMetadata, SourceOp
 
 _GIT_SCP = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:(?!//).+")

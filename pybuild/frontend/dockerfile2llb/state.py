@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pybuild.errors import UserError
 from pybuild.frontend.dockerfile2llb.lint import Linter
 from pybuild.frontend.dockerfile2llb.options import FrontendOptions
-from pybuild.frontend.gocompat import has_invalid_utf8
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.resolver import ImageMetaResolver, NamedContext
 from pybuild.frontend.results import BuildWarning
 from pybuild.frontend.shell.lex import ShellLex
+from pybuild.gocompat import has_invalid_utf8
 from pybuild.llb import DefinitionBuilder, Input, Op, OpMetadata
 from pybuild.oci.config import DEFAULT_PATH, ContainerConfig, History
 from pybuild.oci.platform import Platform

@@ -11,11 +11,11 @@ from pybuild.frontend.dockerfile2llb import lint as rules
 from pybuild.frontend.dockerfile2llb.args import NON_ENV_ARGS
 from pybuild.frontend.dockerfile2llb.lint import Linter
 from pybuild.frontend.dockerfile2llb.state import DispatchContext, DispatchState, EnvList, fail
-from pybuild.frontend.gocompat import clean_path
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.instructions.loc import Loc
 from pybuild.frontend.shell.lex import ShellLex
 from pybuild.frontend.suggest import suggest
+from pybuild.gocompat import clean_path
 from pybuild.oci.platform import Platform
 
 _SIGNALS = frozenset({

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pybuild.errors import DockerfileSyntaxError, PybuildError, SourceLocation, UserError
-from pybuild.frontend.gocompat import runes
+from pybuild.gocompat import runes
 
 E = TypeVar("E", bound=PybuildError)
 

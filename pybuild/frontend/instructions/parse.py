@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, UserError
-from pybuild.frontend.gocompat import go_quote, parse_go_duration
 from pybuild.frontend.instructions import runmount
 from pybuild.frontend.instructions.flags import Flags
 from pybuild.frontend.instructions.loc import Loc, located
@@ -40,6 +39,7 @@ from pybuild.frontend.instructions.types import (
     WorkdirInstruction,
 )
 from pybuild.frontend.suggest import with_suggestion
+from pybuild.gocompat import go_quote, parse_go_duration
 
 if TYPE_CHECKING:
     from pybuild.frontend.dockerfile.parser import Node

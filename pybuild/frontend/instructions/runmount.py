@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pybuild.errors import UserError
-from pybuild.frontend.gocompat import go_parse_bool
 from pybuild.frontend.suggest import with_suggestion
+from pybuild.gocompat import go_parse_bool
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")

@@ -12,8 +12,8 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+from pybuild import gocompat
 from pybuild.errors import UserError
-from pybuild.frontend import gocompat
 
 __all__ = ["ExpansionError", "ShellLex", "build_envs", "shell_pattern_to_regex"]
 

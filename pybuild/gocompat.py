@@ -1,4 +1,5 @@
-"""Go standard-library behaviour that BuildKit's parser, lexer and matchers rely on.
+"""Go standard-library behaviour that BuildKit's parser, lexer and matchers rely on (the
+frontend's word expansion, the build context's ignore patterns): core, so both can use it.
 
 BuildKit is written against Go's `unicode`, `strings`, `strconv`, `path/filepath` and
 `regexp`; Python's equivalents differ in corner cases (what counts as whitespace, how
@@ -334,3 +335,9 @@ def go_parse_bool(value: str) -> bool:
     if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ValueError(f"strconv.ParseBool: parsing {go_quote(value)}: invalid syntax")
+
+
+# The names the build context's pattern matcher uses.
+is_space = go_isspace
+trim_space = go_trimspace
+quote = go_quote
