@@ -28,9 +28,10 @@ from pathlib import Path
 import zstandard
 
 from pybuild.content.store import ContentStore
+from pybuild.content.verify import VerifyingReader
 from pybuild.content.walk import platforms_of, read_config, read_manifest, resolve_platform
 from pybuild.errors import IntegrityError, UserError
-from pybuild.exporters.oci_layout import Dest, VerifyingReader, open_archive_dest
+from pybuild.exporters.oci_layout import Dest, open_archive_dest
 from pybuild.layers.apply import apply_layer
 from pybuild.layers.diff import write_tree
 from pybuild.oci import mediatypes as mt

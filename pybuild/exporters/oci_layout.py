@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import io
 import json
 import os
 import stat
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
 from pybuild.content.store import ContentStore
+from pybuild.content.verify import VerifyingReader, blob_too_big, check_blob
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, NotFoundError, UserError
 from pybuild.layers.hashsink import FileHashWriter, plain_file_fd
@@ -113,58 +112,7 @@ def image_blobs(store: ContentStore, descriptor: Descriptor) -> list[Descriptor]
 
 
 def _check_bytes(data: bytes, desc: Descriptor, *, where: str) -> None:
-    _check_blob(desc, len(data), Digest.from_bytes(data), where=where)
-
-
-def _too_big(desc: Descriptor, where: str) -> IntegrityError:
-    return IntegrityError(f"blob {desc.digest} in the {where}: size mismatch "
-                          f"(descriptor says {desc.size} bytes, blob is bigger)")
-
-
-def _check_blob(desc: Descriptor, size: int, actual: Digest, *, where: str) -> None:
-    """A blob read or copied whole, against its descriptor."""
-    if size != desc.size:
-        raise IntegrityError(
-            f"blob {desc.digest} in the {where}: size mismatch "
-            f"(descriptor says {desc.size} bytes, blob has {size})"
-        )
-    if actual != desc.digest:
-        raise IntegrityError(
-            f"blob {desc.digest} in the {where}: digest mismatch (content hashes to {actual})"
-        )
-
-
-class VerifyingReader(io.RawIOBase):
-    """Passes a blob through, and at EOF checks it against its descriptor."""
-
-    def __init__(self, src: BinaryIO, desc: Descriptor, where: str) -> None:
-        self._src = src
-        self._desc = desc
-        self._where = where
-        self._sha = hashlib.sha256()
-        self._size = 0
-        self.verified = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._src.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self._sha.update(memoryview(b)[:n])
-            self._size += n
-            if self._size > self._desc.size:
-                raise _too_big(self._desc, self._where)
-        else:
-            self.finish()
-        return n or 0
-
-    def finish(self) -> None:
-        if self.verified:
-            return
-        _check_blob(self._desc, self._size, Digest.from_hex(self._sha.hexdigest()),
-                    where=self._where)
-        self.verified = True
+    check_blob(desc, len(data), Digest.from_bytes(data), where=where)
 
 
 def copy_blob_verified(store: ContentStore, desc: Descriptor, dst: IO[bytes]) -> None:
@@ -193,7 +141,7 @@ def _copy_blob_to_file(store: ContentStore, desc: Descriptor, dst: IO[bytes], fd
     with store.open(desc.digest) as f:
         size = os.fstat(f.fileno()).st_size
         if size > desc.size:
-            raise _too_big(desc, where)
+            raise blob_too_big(desc, where)
         dst.flush()
         writer = FileHashWriter(fd)
         try:
@@ -203,7 +151,7 @@ def _copy_blob_to_file(store: ContentStore, desc: Descriptor, dst: IO[bytes], fd
             writer.abort()
             raise
     dst.seek(os.lseek(fd, 0, os.SEEK_CUR))  # past the blob, written through the descriptor
-    _check_blob(desc, copied, Digest.from_hex(digest_hex), where=where)
+    check_blob(desc, copied, Digest.from_hex(digest_hex), where=where)
 
 
 # -- names --------------------------------------------------------------------------
@@ -424,7 +372,7 @@ def _write_layout_dir(
         if target.exists():
             try:
                 with open(target, "rb") as f:
-                    _drain(VerifyingReader(f, desc, f"layout {root}"))
+                    VerifyingReader(f, desc, f"layout {root}").drain()
                 continue
             except IntegrityError:
                 pass  # a damaged copy from an earlier write: replace it
@@ -448,13 +396,6 @@ def _merge_entry(manifests: list[Descriptor], entry: Descriptor) -> list[Descrip
             continue
         kept.append(m)
     return [*kept, entry]
-
-
-def _drain(reader: VerifyingReader) -> None:
-    buf = bytearray(_CHUNK)
-    while reader.readinto(buf):
-        pass
-    reader.finish()
 
 
 def _atomic_write(target: Path, fill: Callable[[IO[bytes]], object]) -> None:
