@@ -19,8 +19,8 @@ from pybuild.content.paths import default_root
 from pybuild.errors import NotFoundError, UserError
 
 if TYPE_CHECKING:
-    from pybuild.builder.executor.daemon import DaemonProcess
     from pybuild.builder.executor.idmap import IdMap
+    from pybuild.builder.executor.spawn import DaemonProcess
     from pybuild.content.images import ImageStore
     from pybuild.content.store import ContentStore
     from pybuild.digest import Digest
@@ -359,7 +359,7 @@ class _Prepared:
         """Start the sandbox daemon (the build will probably need it). A failure to start
         it shows when it is needed."""
         if self.daemon is None:
-            from pybuild.builder.executor.daemon import DaemonProcess
+            from pybuild.builder.executor.spawn import DaemonProcess
 
             try:
                 self.daemon = DaemonProcess()
@@ -404,7 +404,9 @@ def _frontend(req: BuildRequest, stores: Stores, events: EventSink, prep: _Prepa
     if prep.daemon is not None:
         # The daemon picks its snapshotter first thing (in the build namespace's scratch
         # area), before the base image arrives to unpack.
-        prep.daemon.prefetch("probe_snapshotter", dir=str(stores.roots.tmp))
+        from pybuild.builder.executor.protocol import ProbeSnapshotter
+
+        prep.daemon.prefetch(ProbeSnapshotter(dir=str(stores.roots.tmp)))
     prep.fes = [_compile_memoized(stores, memo, prep.data, prep.df_path, req, p,
                                   tuple(prep.ignore_patterns), on_miss=prep.start_daemon,
                                   on_image=_prefetcher(stores, prep))
@@ -421,16 +423,18 @@ def _prefetcher(stores: Stores, prep: _Prepared) -> Callable[[Any, Any], None]:
     def on_image(manifest: Any, config: Any) -> None:
         if prep.daemon is None:
             return
+        from pybuild.builder.executor.protocol import Apply, LayerBlob, snapshot_name
+
         for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=False):
-            # Named as solver.LayerRef.snapshot_name names it (not imported: loading the
-            # builder here would hold the request back ~30 ms). Were they to differ, the
-            # solver would just unpack its own.
-            dest = stores.roots.snapshots / diff_id.hex[:24]
+            # Named as the solver names it; were the two requests to differ, the solver
+            # would just unpack its own.
+            dest = stores.roots.snapshots / snapshot_name(diff_id)
             if dest in requested or dest.is_dir() or not stores.content.has(desc.digest):
                 continue
             requested.add(dest)
-            prep.daemon.prefetch("apply", blob=str(stores.content.blob_path(desc.digest)),
-                                 dest=str(dest), digest=str(desc.digest))
+            layer = LayerBlob(path=str(stores.content.blob_path(desc.digest)),
+                              digest=desc.digest, size=desc.size, diff_id=diff_id)
+            prep.daemon.prefetch(Apply(layer=layer, dest=str(dest)))
 
     return on_image
 
@@ -461,7 +465,8 @@ async def _solve(req: BuildRequest, stores: Stores, events: EventSink,
     import asyncio
 
     from pybuild.builder.context import BuildContext, StatCache
-    from pybuild.builder.executor.client import LazySandbox, find_runtime
+    from pybuild.builder.executor.runtime import find_runtime
+    from pybuild.builder.executor.sandbox import SandboxExecutor
     from pybuild.builder.solver import Solver, SolverOptions
     from pybuild.cache.store import CacheStore
     from pybuild.digest import Digest
@@ -485,18 +490,19 @@ async def _solve(req: BuildRequest, stores: Stores, events: EventSink,
             async def clean_leftovers(sb: Any) -> None:
                 stale = _stale_build_dirs(roots)
                 if stale:
-                    await sb.request("rm", paths=stale)
+                    await sb.remove(stale)
 
             daemon, prep.daemon = prep.daemon, None  # the sandbox's from now on
-            async with LazySandbox(idmap, clean_leftovers, daemon=daemon,
-                                   scratch=str(workdir)) as sandbox:
+            async with SandboxExecutor(idmap, clean_leftovers, daemon=daemon,
+                                       workdir=str(workdir), runtime=runtime,
+                                       runtime_memo=roots.sandbox / "runtime.json") as sandbox:
                 if daemon is not None:
                     sandbox.start_soon()
                 try:
                     opts = SolverOptions(
                         root=roots.root, workdir=workdir, snapshots=roots.snapshots,
                         # Layers are stored uncompressed; exports compress them (lazily, once).
-                        runtime=runtime, idmap=idmap, compression="none",
+                        compression="none",
                         max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(roots.cache_mounts),
@@ -511,7 +517,7 @@ async def _solve(req: BuildRequest, stores: Stores, events: EventSink,
                 finally:
                     await sandbox.settle()
                     if sandbox.started:
-                        await sandbox.request("rm", paths=[str(workdir)])
+                        await sandbox.remove([str(workdir)])
                     else:
                         with contextlib.suppress(OSError):
                             os.rmdir(workdir)
@@ -1023,7 +1029,7 @@ async def prune_async(stores: Stores, *, everything: bool = False, until: float 
     import shutil
 
     from pybuild.builder.executor import idmap as idmap_mod
-    from pybuild.builder.executor.client import Sandbox
+    from pybuild.builder.executor.rpc import SandboxClient
     from pybuild.cache import dirs
     from pybuild.content.gc import GRACE_SECONDS, collect
 
@@ -1050,8 +1056,8 @@ async def prune_async(stores: Stores, *, everything: bool = False, until: float 
             marker = stores.roots.sandbox / "idmap"
             # Their files belong to the namespace's ids: removed from inside it.
             if marker.is_file() and marker.read_text() == idmap.key:
-                async with Sandbox(idmap) as sb:
-                    await sb.request("rm", paths=[*dead, *mounts])
+                async with SandboxClient(idmap) as sb:
+                    await sb.remove([*dead, *mounts])
                 removed += len(mounts)
     finally:
         dirs.release(claimed)

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pybuild.builder.context import ContextEntry, StatCache, below, owned_by_root
+from pybuild.builder.protocols import PathEntry
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import UserError
@@ -91,7 +92,7 @@ def _read(path: str, size: int) -> bytes:
 
 
 def write_context_layer(store: ContentStore, ordered: list[tuple[str, ContextEntry]],
-                        dest: str, parents: list[dict[str, Any]], epoch: int | None,
+                        dest: str, parents: Sequence[PathEntry], epoch: int | None,
                         stat_cache: StatCache | None = None) -> ContextLayer:
     """Write the layer of a COPY into the new directory `dest` (absolute, normalised)
     whose existing ancestors below / are described by `parents` (from the sandbox's
@@ -127,14 +128,13 @@ def _dir_stat(mode: int, uid: int, gid: int, mtime_ns: int) -> Any:
 
 
 def _write_entries(writer: LayerWriter, names: list[str],
-                   ordered: list[tuple[str, ContextEntry]], parents: list[dict[str, Any]],
+                   ordered: list[tuple[str, ContextEntry]], parents: Sequence[PathEntry],
                    now_ns: int, stat_cache: StatCache | None) -> None:
     for depth, meta in enumerate(parents):
         last = depth == len(parents) - 1
-        xattrs = {k: bytes.fromhex(v) for k, v in meta["xattrs"].items()}
         writer.add_path("/".join(names[:depth + 1]), b"", _dir_stat(
-            meta["mode"], meta["uid"], meta["gid"], now_ns if last else meta["mtime_ns"]),
-            xattrs=xattrs)
+            meta.mode, meta.uid, meta.gid, now_ns if last else meta.mtime_ns),
+            xattrs=dict(meta.xattrs))
     top = "/".join(names)
     writer.add_path(top, b"", _dir_stat(stat.S_IFDIR | 0o755, 0, 0, now_ns), xattrs={})
     for rel, e in ordered:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-    from pybuild.builder.executor.daemon import DaemonProcess
+    from pybuild.builder.executor.spawn import DaemonProcess
 
 HELP = """pybuild: build OCI container images from Dockerfiles, without a daemon or root.
 
@@ -266,7 +266,7 @@ class Prestart:
         except OSError:
             self._last = b""
         if self._last != b"0":
-            from pybuild.builder.executor.daemon import DaemonProcess
+            from pybuild.builder.executor.spawn import DaemonProcess
 
             try:
                 self.daemon = DaemonProcess()

@@ -90,8 +90,9 @@ def resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
     return uid, gid, [gid, *extra] if extra else []
 
 
-def resolve_chown(root: str, user: str, group: str) -> tuple[int, int]:
-    """`--chown=user[:group]`: a user alone gives the same numeric value as gid (docs)."""
+def resolve_chown(root: str, user: str, group: str) -> tuple[int, int, list[str]]:
+    """`--chown=user[:group]`: a user alone gives the same numeric value as gid (docs).
+    Returns uid, gid and warnings (none so far)."""
     uid, _ = _lookup_uid(root, user)
     gid = lookup_group(root, group) if group else uid
-    return uid, gid
+    return uid, gid, []
