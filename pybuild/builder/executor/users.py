@@ -67,27 +67,29 @@ def lookup_group(root: str, group: str) -> int:
 
 
 def resolve_user(root: str, spec: str) -> tuple[int, int, list[int]]:
-    """`USER` value -> uid, gid, supplementary gids (from /etc/group if no group given)."""
+    """`USER` value -> uid, gid, supplementary gids, as BuildKit's executor (`GetUser`):
+    the groups that list the user in /etc/group unless a group is given, and always the
+    primary gid (`ensureAdditionalGids`, CVE-2023-25173: testUserAdditionalGids)."""
     if not spec:
         spec = "0"
     user, sep, group = spec.partition(":")
     uid, primary = _lookup_uid(root, user)
     if sep and group:
-        return uid, lookup_group(root, group), []
+        gid = lookup_group(root, group)
+        return uid, gid, [gid]
     gid = primary if primary is not None else 0
     name = user
     if user.isdigit():
+        name = ""  # a uid not in /etc/passwd belongs to no group
         for row in _read_db(root, "passwd"):
             if len(row) >= 3 and row[2] == user:
                 name = row[0]
                 break
-    extra = []
+    groups: list[int] = []
     for row in _read_db(root, "group"):
-        if len(row) >= 4 and name in row[3].split(",") and row[2].isdigit():
-            g = int(row[2])
-            if g != gid and g not in extra:
-                extra.append(g)
-    return uid, gid, [gid, *extra] if extra else []
+        if name and len(row) >= 4 and name in row[3].split(",") and row[2].isdigit():
+            groups.append(int(row[2]))
+    return uid, gid, groups if gid in groups else [gid, *groups]
 
 
 def resolve_chown(root: str, user: str, group: str) -> tuple[int, int, list[str]]:

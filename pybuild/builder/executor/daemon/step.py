@@ -1,8 +1,10 @@
 """A RUN step in the sandbox: its rootfs, mounts and runtime bundle, run, torn down.
 
-Step environment (as BuildKit): hostname `buildkitsandbox` and `HOSTNAME` in the env,
-generated read-only /etc/hosts and /etc/resolv.conf binds, a missing cwd made with the
-step user's ownership, PATH defaulted by the solver.
+Step environment (as BuildKit): hostname `buildkitsandbox` (the UTS name only: BuildKit
+puts no HOSTNAME in the environment; busybox and bash set the shell variable from the
+UTS name), generated read-only /etc/hosts and /etc/resolv.conf binds, a missing cwd made
+with the step user's ownership, PATH defaulted by the solver, the primary gid always in
+the supplementary groups.
 
 Network: `none` is a new netns with only `lo` (up); `host` shares the host's netns (the
 solver turns `default` into one of them).
@@ -83,8 +85,6 @@ def run_step(rid: int, req: Exec, snapshotter: Snapshotter, containers: Containe
         env = list(step.env)
         mounts = _mounts(step, private, env, stack)
         hostname = step.hostname or DEFAULT_HOSTNAME
-        if not any(e.startswith("HOSTNAME=") for e in env):
-            env.append(f"HOSTNAME={hostname}")
         for name, text in (("hosts", HOSTS.format(name=hostname)),
                            ("resolv.conf", resolv_conf(step.network))):
             path = os.path.join(private, name)

@@ -1,0 +1,58 @@
+"""Executor semantics that must match current BuildKit, asserted on the built image.
+
+Sources (moby/buildkit 73ed6825): executor/oci/user.go `ensureAdditionalGids`
+(testUserAdditionalGids), solver/llbsolver/ops/user_linux.go `readUser`, client/llb
+fileop.go `WithUser`, fsutil copy's MkdirAll, and the mount options of
+dockerfile2llb/convert_runmount.go (`ro` applies to every mount type).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.conftest import PybuildRunner
+from tests.integration.test_executor_support import last_layer, write_context
+
+ADD_APP = ("RUN echo 'app:x:1000:2000::/home/app:/bin/sh' >> /etc/passwd && "
+           "echo 'appgrp:x:2000:' >> /etc/group && echo 'extra:x:3000:app' >> /etc/group\n")
+
+
+def test_the_primary_gid_is_always_a_supplementary_group(pybuild: PybuildRunner,
+                                                          tmp_path: Path) -> None:
+    # testUserAdditionalGids, and the table of conformance-gaps (e).
+    ctx = write_context(tmp_path / "ctx", "FROM busybox\n" + ADD_APP + """\
+USER 1234
+RUN [ "$(id)" = "uid=1234 gid=0(root) groups=0(root)" ]
+USER app:extra
+RUN [ "$(id)" = "uid=1000(app) gid=3000(extra) groups=3000(extra)" ]
+USER app
+RUN [ "$(id)" = "uid=1000(app) gid=2000(appgrp) groups=2000(appgrp),3000(extra)" ]
+USER root
+RUN [ "$(id)" = "uid=0(root) gid=0(root) groups=0(root),10(wheel)" ]
+""")
+    r = pybuild("build", "--progress", "plain", str(ctx))
+    assert r.code == 0, r.err
+
+
+def test_no_hostname_variable_but_the_uts_name(pybuild: PybuildRunner, shared_root: Path,
+                                               tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", """\
+FROM busybox
+RUN env > /env && hostname > /uts && sh -c 'echo "$HOSTNAME"' > /shellvar
+""")
+    r = pybuild("build", "-t", "hostname:1", str(ctx))
+    assert r.code == 0, r.err
+    files = last_layer(shared_root, "hostname:1", tmp_path)
+    assert b"HOSTNAME=" not in files["env"].data
+    assert files["uts"].data == b"buildkitsandbox\n"
+    # busybox sh sets the (unexported) variable from the UTS name, as under BuildKit.
+    assert files["shellvar"].data == b"buildkitsandbox\n"
+
+
+def test_run_as_an_unknown_user_is_still_an_error(pybuild: PybuildRunner,
+                                                  tmp_path: Path) -> None:
+    # BuildKit's executor (GetUser) fails; only --chown and WORKDIR fall back to 0:0.
+    ctx = write_context(tmp_path / "ctx", "FROM busybox\nUSER nosuch\nRUN true\n")
+    r = pybuild("build", str(ctx))
+    assert r.code == 1
+    assert "unable to find user nosuch" in r.err and "Traceback" not in r.err
