@@ -1527,8 +1527,9 @@ def _add_env(env: list[str], key: str, value: str) -> list[str]:
 
 
 def _chown(text: str) -> Chown:
-    user, _, group = text.partition(":")
-    return Chown(user=user, group=group)
+    # `user:` (an empty group) is group 0, as BuildKit's llb.WithUser marshals it.
+    user, sep, group = text.partition(":")
+    return Chown(user=user, group=group or ("0" if sep else ""))
 
 
 def _run_command_string(args: list[str], build_args: list[tuple[str, str | None]],

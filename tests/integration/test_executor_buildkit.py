@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.conftest import PybuildRunner
-from tests.integration.test_executor_support import last_layer, write_context
+from tests.integration.test_executor_support import image_layers, last_layer, write_context
 
 ADD_APP = ("RUN echo 'app:x:1000:2000::/home/app:/bin/sh' >> /etc/passwd && "
            "echo 'appgrp:x:2000:' >> /etc/group && echo 'extra:x:3000:app' >> /etc/group\n")
@@ -32,6 +32,43 @@ RUN [ "$(id)" = "uid=0(root) gid=0(root) groups=0(root),10(wheel)" ]
 """)
     r = pybuild("build", "--progress", "plain", str(ctx))
     assert r.code == 0, r.err
+
+
+def test_chown_by_name_takes_the_users_primary_gid_as_buildkit(pybuild: PybuildRunner,
+                                                                shared_root: Path,
+                                                                tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", "FROM busybox\n" + ADD_APP + """\
+COPY --chown=app f /o/named
+COPY --chown=app: f /o/emptygroup
+COPY --chown=1000 f /o/numeric
+COPY --chown=app:extra f /o/group
+COPY --chown=nosuchuser f /o/nouser
+COPY --chown=app:nosuchgroup f /o/nogroup
+COPY --chmod=4755 f /p/q/setuid
+USER app
+WORKDIR /named
+""", {"f": "x\n"})
+    r = pybuild("build", "--progress", "plain", "-t", "chown:1", str(ctx))
+    assert r.code == 0, r.err
+    # Unknown names are not errors (BuildKit uses 0:0 / keeps the gid) but are reported.
+    assert "'nosuchuser' is not in the image's /etc/passwd" in r.err
+    assert "'nosuchgroup' is not in the image's /etc/group" in r.err
+    files = {k: v for layer in image_layers(shared_root, "chown:1", tmp_path)[1:]
+             for k, v in layer.items()}
+
+    def owner(name: str) -> tuple[int, int]:
+        return files[name].info.uid, files[name].info.gid
+
+    assert owner("o/named") == (1000, 2000)  # readUser: the primary gid from /etc/passwd
+    assert owner("o/emptygroup") == (1000, 0)  # WithUser: an empty group name is id 0
+    assert owner("o/numeric") == (1000, 1000)  # a numeric user: gid = uid
+    assert owner("o/group") == (1000, 3000)
+    assert owner("o/nouser") == (0, 0)
+    assert owner("o/nogroup") == (1000, 2000)  # an unknown group keeps the user's gid
+    assert owner("named") == (1000, 2000)  # WORKDIR under USER app
+    # Parents made by --chmod=4755 get its permission bits only (Go's os.FileMode).
+    assert files["p"].info.mode == 0o755 and files["p/q"].info.mode == 0o755
+    assert files["p/q/setuid"].info.mode == 0o4755
 
 
 def test_no_hostname_variable_but_the_uts_name(pybuild: PybuildRunner, shared_root: Path,

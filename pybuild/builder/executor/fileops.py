@@ -282,7 +282,9 @@ def _matches(src_root: str, pattern: str) -> list[str]:
 def _copy(root: str, action: CopyFiles, src_root: str) -> list[str]:
     dest = action.dest
     copier = _Copier(root, src_root, action)
-    parent_mode = apply_chmod(0o755, copier.chmod, True) if copier.chmod else 0o755
+    # Created parents get the --chmod mode (fsutil's MkdirAll), but only its permission
+    # bits: Go's os.FileMode(0o4755) has no set-id bits for os.Mkdir/Chmod (0755).
+    parent_mode = apply_chmod(0o755, copier.chmod, True) & 0o777 if copier.chmod else 0o755
     if action.include_patterns or action.required_paths:
         _copy_parents(root, action, src_root, copier, parent_mode)
         return copier.warnings
