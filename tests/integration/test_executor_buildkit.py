@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.conftest import PybuildRunner
-from tests.integration.test_executor_support import image_layers, last_layer, write_context
+from pybuild.digest import Digest
+from tests.integration.conftest import PybuildRunner, run_pybuild
+from tests.integration.test_executor_support import (
+    EMPTY_TAR,
+    busybox_layer,
+    craft_image,
+    gzip_bytes,
+    image_layers,
+    last_layer,
+    write_context,
+)
 
 ADD_APP = ("RUN echo 'app:x:1000:2000::/home/app:/bin/sh' >> /etc/passwd && "
            "echo 'appgrp:x:2000:' >> /etc/group && echo 'extra:x:3000:app' >> /etc/group\n")
@@ -69,6 +78,49 @@ WORKDIR /named
     # Parents made by --chmod=4755 get its permission bits only (Go's os.FileMode).
     assert files["p"].info.mode == 0o755 and files["p/q"].info.mode == 0o755
     assert files["p/q/setuid"].info.mode == 0o4755
+
+
+def test_repeated_layers_in_one_chain_build(pybuild: PybuildRunner, shared_root: Path,
+                                            tmp_path: Path) -> None:
+    # Two byte-identical layers share one snapshot: overlayfs refuses a lowerdir given
+    # twice (ELOOP), so only the topmost is stacked (rootfs, bind source, copy source).
+    ctx = write_context(tmp_path / "ctx", """\
+FROM busybox AS rep
+COPY f /x
+COPY g /x
+COPY f /x
+COPY f /x
+RUN cat /x > /y
+COPY g /z
+FROM busybox
+COPY --from=rep /y /from-rep
+RUN --mount=type=bind,from=rep,target=/m cat /m/x /m/z > /bound
+""", {"f": "f\n", "g": "g\n"})
+    r = pybuild("build", "--progress", "plain", "-t", "rep:1", str(ctx))
+    assert r.code == 0, r.err
+    files = {k: v for layer in image_layers(shared_root, "rep:1", tmp_path)[1:]
+             for k, v in layer.items()}
+    assert files["from-rep"].data == b"f\n"
+    assert files["bound"].data == b"f\ng\n"
+
+
+def test_a_base_image_that_repeats_its_empty_layer_builds(fresh_root: Path,
+                                                          base_layout: Path,
+                                                          tmp_path: Path, trav: Path) -> None:
+    # The classic builder and BuildKit >= 0.10 write this empty layer for a no-op step.
+    blob, diff_id = busybox_layer(base_layout)
+    empty = str(Digest.from_bytes(EMPTY_TAR))
+    layout = craft_image(base_layout, trav / "rep", "1", [blob, gzip_bytes(EMPTY_TAR),
+                                                          gzip_bytes(EMPTY_TAR)],
+                         [diff_id, empty, empty])
+    r = run_pybuild(fresh_root, "load", "-i", str(layout), "-t", "repeats:1")
+    assert r.code == 0, r.err
+    ctx = write_context(tmp_path / "ctx", "FROM repeats:1\nRUN echo ran > /ran\n"
+                        "COPY f /f\n", {"f": "f\n"})
+    r = run_pybuild(fresh_root, "build", "-t", "onrepeats:1", str(ctx))
+    assert r.code == 0, r.err
+    layers = image_layers(fresh_root, "onrepeats:1", tmp_path)
+    assert layers[-2]["ran"].data == b"ran\n" and layers[-1]["f"].data == b"f\n"
 
 
 def test_no_hostname_variable_but_the_uts_name(pybuild: PybuildRunner, shared_root: Path,

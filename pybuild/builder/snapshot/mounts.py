@@ -21,18 +21,27 @@ ENV_VAR = "PYBUILD_SNAPSHOTTER"
 
 
 
+def distinct_lowers(lowers: Iterable[str]) -> list[str]:
+    """Lower dirs (top first) with only the topmost of each repeated one: overlayfs
+    refuses a lowerdir given twice (ELOOP), and a chain can hold one snapshot twice (two
+    byte-identical layers, A,B,A, an image that repeats its empty layer). Dropping the
+    lower copies changes nothing: the topmost has every path of the others, with the
+    same whiteouts and opaque marks."""
+    return list(dict.fromkeys(lowers))
+
+
 def mount_lowers(target: str, lowers: Iterable[str], empty: str) -> None:
     """A read-only overlay of `lowers` (top first) at `target`; `empty` is an empty dir
     to stack under them (an overlay needs two lowers without an upper)."""
     os.makedirs(empty, exist_ok=True)
-    opt = "lowerdir=" + ":".join([*lowers, empty])
+    opt = "lowerdir=" + ":".join([*distinct_lowers(lowers), empty])
     mount("overlay", target, "overlay", MS_RDONLY, opt)
 
 
 @dataclass(slots=True)
 class MountedRoot:
     """A step's root: `merged` is what the step sees; `upper` receives its changes
-    (overlay format) once the root is released. `lowers` are top first."""
+    (overlay format) once the root is released. `lowers` are top first, each once."""
 
     step_dir: str
     merged: str
@@ -40,6 +49,9 @@ class MountedRoot:
     work: str
     lowers: list[str]
     mounted: bool = False
+
+    def __post_init__(self) -> None:
+        self.lowers = distinct_lowers(self.lowers)
 
 
 class Snapshotter(Protocol):

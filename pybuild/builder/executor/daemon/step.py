@@ -40,7 +40,7 @@ from pybuild.builder.executor.protocol import (
 )
 from pybuild.builder.executor.spec import DEFAULT_HOSTNAME, SpecMount, StepSpec, make_config
 from pybuild.builder.executor.users import resolve_user
-from pybuild.builder.snapshot.mounts import Snapshotter, mount_lowers
+from pybuild.builder.snapshot.mounts import Snapshotter, distinct_lowers, mount_lowers
 from pybuild.layers.apply import apply_layer, open_layer_stream
 
 HOSTS = "127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -208,6 +208,6 @@ def _overlay_source(step_dir: str, i: int, lowers: tuple[str, ...], readonly: bo
     up, wk = os.path.join(step_dir, f"mnt{i}-up"), os.path.join(step_dir, f"mnt{i}-wk")
     os.makedirs(up, exist_ok=True)
     os.makedirs(wk, exist_ok=True)
-    opt = "lowerdir=" + ":".join([*lowers, empty])
+    opt = "lowerdir=" + ":".join([*distinct_lowers(lowers), empty])
     linux.mount("overlay", mnt, "overlay", 0, f"{opt},upperdir={up},workdir={wk},userxattr")
     return mnt
