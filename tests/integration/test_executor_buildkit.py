@@ -8,12 +8,14 @@ dockerfile2llb/convert_runmount.go (`ro` applies to every mount type).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pybuild.digest import Digest
 from tests.integration.conftest import PybuildRunner, run_pybuild
 from tests.integration.test_executor_support import (
     EMPTY_TAR,
+    api_build,
     busybox_layer,
     craft_image,
     gzip_bytes,
@@ -121,6 +123,51 @@ def test_a_base_image_that_repeats_its_empty_layer_builds(fresh_root: Path,
     assert r.code == 0, r.err
     layers = image_layers(fresh_root, "onrepeats:1", tmp_path)
     assert layers[-2]["ran"].data == b"ran\n" and layers[-1]["f"].data == b"f\n"
+
+
+def test_read_only_cache_and_tmpfs_mounts_are_read_only(pybuild: PybuildRunner,
+                                                        shared_root: Path,
+                                                        tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", """\
+FROM busybox
+RUN --mount=type=cache,target=/c,id=ro-cache echo seeded > /c/f
+RUN --mount=type=cache,target=/c,id=ro-cache,ro cat /c/f > /read && \\
+    ! touch /c/new 2>/dev/null && echo ro > /cache-ro
+RUN --mount=type=tmpfs,target=/t,readonly ! touch /t/x 2>/dev/null && echo ro > /tmpfs-ro
+RUN --mount=type=tmpfs,target=/t touch /t/x && echo rw > /tmpfs-rw
+""")
+    r = pybuild("build", "--progress", "plain", "-t", "romounts:1", str(ctx))
+    assert r.code == 0, r.err
+    files = {k: v for layer in image_layers(shared_root, "romounts:1", tmp_path)[1:]
+             for k, v in layer.items()}
+    assert files["read"].data == b"seeded\n"
+    assert files["cache-ro"].data == b"ro\n" and files["tmpfs-ro"].data == b"ro\n"
+    assert files["tmpfs-rw"].data == b"rw\n"
+
+
+def test_ssh_socket_gets_the_mounts_owner_and_mode(fresh_root: Path, tmp_path: Path,
+                                                   trav: Path) -> None:
+    agent = trav / "agent.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(agent))
+    srv.listen()
+    try:
+        ctx = write_context(tmp_path / "ctx", """\
+FROM busybox
+RUN --mount=type=ssh,uid=1000,gid=1001,mode=0660 stat -c '%u %g %a' "$SSH_AUTH_SOCK" > /set
+RUN --mount=type=ssh stat -c '%u %g %a' "$SSH_AUTH_SOCK" > /default
+USER 1000
+RUN --mount=type=ssh,uid=1000,target=/tmp/agent test -w /tmp/agent && echo ok > /tmp/w
+""")
+        r = api_build(fresh_root, ctx, tags=["sshmode:1"], ssh=[["default", str(agent)]])
+        assert r.code == 0, r.err
+        files = {k: v for layer in image_layers(fresh_root, "sshmode:1", tmp_path)[1:]
+                 for k, v in layer.items()}
+        assert files["set"].data == b"1000 1001 660\n"
+        assert files["default"].data == b"0 0 600\n"  # BuildKit's defaults
+        assert files["tmp/w"].data == b"ok\n"
+    finally:
+        srv.close()
 
 
 def test_no_hostname_variable_but_the_uts_name(pybuild: PybuildRunner, shared_root: Path,

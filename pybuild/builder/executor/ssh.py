@@ -11,7 +11,11 @@ import os
 class SSHForwarder:
     """A unix socket in the build's scratch dir that relays every connection to the agent
     socket given with --ssh (BuildKit forwards the agent through its session the same
-    way), so the step never needs access to the user's socket dir."""
+    way), so the step never needs access to the user's socket dir.
+
+    One relay per agent and (uid, gid, mode): the daemon gives the relay's socket the
+    owner and mode the mount asks for, so steps that ask for different ones must not
+    share a socket."""
 
     def __init__(self) -> None:
         self._servers: dict[tuple[str, int, int, int], tuple[asyncio.AbstractServer, str]] = {}

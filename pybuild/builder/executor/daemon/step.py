@@ -164,6 +164,10 @@ def _mounts(step: ExecStep, private: str, env: list[str],
                                      options=("rbind", "ro", "nosuid", "nodev", "noexec")))
             case SSHSocket():
                 env.append(f"SSH_AUTH_SOCK={m.target}")
+                # The relay's socket (in the scratch dir, owned by the namespace's root)
+                # gets the owner and mode the mount asks for, as BuildKit's sshforward.
+                os.chown(m.socket, m.uid, m.gid)
+                os.chmod(m.socket, m.mode)
                 out.append(SpecMount(destination=m.target, type="bind", source=m.socket,
                                      options=("rbind", "rw")))
             case BindFromTar():
@@ -180,12 +184,14 @@ def _mounts(step: ExecStep, private: str, env: list[str],
                 opts = ["nosuid", "nodev"]
                 if m.size:
                     opts.append(f"size={m.size}")
+                if m.readonly:
+                    opts.append("ro")
                 out.append(SpecMount(destination=m.target, type="tmpfs", source="tmpfs",
                                      options=tuple(opts)))
             case CacheDir():
                 source = open_cache_dir(m, step.step_dir, i, stack)
                 out.append(SpecMount(destination=m.target, type="bind", source=source,
-                                     options=("rbind", "rw")))
+                                     options=("rbind", "ro" if m.readonly else "rw")))
     return out
 
 
