@@ -317,6 +317,8 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
     snapshots made under the old one (they are only unpacked copies of blobs)."""
     import uuid
 
+    from pybuild.builder.executor import snapshots
+
     sandbox = roots.sandbox
     marker = sandbox / "idmap"
     if sandbox.is_dir():
@@ -329,6 +331,10 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
             os.rename(sandbox, retired)
             events(Notice(f"the user namespace id map changed; old snapshots moved to "
                           f"{retired} (safe to delete)", level="warning"))
+    format_marker = sandbox / snapshots.MARKER
+    if snapshots.retire_old(roots.snapshots, roots.tmp, format_marker) is not None:
+        events(Notice("snapshots unpacked by an older pybuild were never checked against "
+                      "their images' diff_ids: they are unpacked again as needed"))
     for d in (sandbox, roots.snapshots, roots.tmp, roots.cache_mounts):
         d.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -336,6 +342,7 @@ def _prepare_sandbox_dirs(roots: Roots, idmap_key: str, outside_root: tuple[int,
     if os.geteuid() == 0 and outside_root[0] != 0:
         _check_traversable(sandbox)
     marker.write_text(idmap_key)
+    snapshots.mark_current(format_marker)
 
 
 @dataclass(slots=True)

@@ -126,8 +126,8 @@ class Executor(Protocol):
     def start_soon(self) -> None: ...
 
     async def unpack(self, layer: LayerBlob, dest: str) -> None:
-        """Make the snapshot `dest` of `layer` unless it exists (the blob's digest is
-        verified: IntegrityError)."""
+        """Make the snapshot `dest` of `layer` unless it exists. The blob's digest and
+        the tar's diff_id are verified first (IntegrityError: the image lies)."""
         ...
 
     async def run(self, step: ExecStep, *, on_log: LogSink) -> StepOutcome:

@@ -197,6 +197,21 @@ def test_unpack_makes_a_snapshot_with_the_layers_files(make_executor: Factory,
     run(scenario, make_executor, workspace)
 
 
+def test_unpack_refuses_content_that_is_not_the_claimed_diff_id(make_executor: Factory,
+                                                                 workspace: Workspace) -> None:
+    other = Digest.from_bytes(b"someone else's layer")
+    layer = workspace.blob(_gzip_tar(small_layer), diff_id=other)
+    dest = workspace.snapshot(layer)
+
+    async def scenario(ex: Executor) -> None:
+        with pytest.raises(IntegrityError, match=f"claims diff_id {other}"):
+            await ex.unpack(layer, dest)
+        assert not os.path.exists(dest)
+        assert not [p for p in workspace.snapshots.iterdir()]  # no half-made snapshot
+
+    run(scenario, make_executor, workspace)
+
+
 def test_unpack_refuses_a_blob_that_is_not_its_digest(make_executor: Factory,
                                                        workspace: Workspace) -> None:
     good = workspace.blob(_gzip_tar(small_layer))

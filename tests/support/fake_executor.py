@@ -4,8 +4,8 @@ Modelled on httpx's `MockTransport`: give it a handler, and every RUN step that 
 matches "runs" it. Steps are never run for real; what they write is a dict of files, and
 a commit turns those into a real, deterministic layer tar at the requested output path
 (with its true digest, diff_id and sizes), so that the solver ingests it into the content
-store as it would a sandbox's layer. Unpacking verifies blobs as the sandbox does and
-extracts regular files, dirs and symlinks into the snapshot dir;
+store as it would a sandbox's layer. Unpacking verifies blobs and diff_ids as the
+sandbox does and extracts regular files, dirs and symlinks into the snapshot dir;
 `probe_path` is the sandbox's own lookup over those dirs.
 
     fake = FakeExecutor()
@@ -233,6 +233,10 @@ class FakeExecutor:
         if len(blob) != layer.size or Digest.from_bytes(blob) != layer.digest:
             raise IntegrityError(f"blob {layer.digest} in the content store: digest mismatch")
         tar = decompressed(io.BytesIO(blob)).read()
+        if Digest.from_bytes(tar) != layer.diff_id:
+            raise IntegrityError(
+                f"layer {layer.digest} is not what its image says: its content hashes to "
+                f"{Digest.from_bytes(tar)}, the image config claims diff_id {layer.diff_id}")
         tmp = f"{dest}.tmp-fake"
         os.makedirs(tmp)
         with tarfile.open(fileobj=io.BytesIO(tar)) as tf:

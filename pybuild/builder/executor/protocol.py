@@ -32,7 +32,7 @@ Compression = Literal["gzip", "zstd", "none"]
 
 def snapshot_name(diff_id: str) -> str:
     """The snapshot dir of a layer, under the sandbox's snapshots dir: named by the
-    layer's diff_id."""
+    layer's diff_id, which the daemon verified before publishing it under that name."""
     return diff_id.split(":", 1)[-1][:24]
 
 
@@ -321,7 +321,8 @@ class Ping(Record, Call[Pong]):
 
 class Apply(Record, Call[Applied]):
     """Unpack `layer` into the snapshot dir `dest` unless it exists: into a temporary
-    name first, published as `dest` once the blob's digest is verified."""
+    name first, published as `dest` only once the blob's digest and the tar's diff_id
+    are verified."""
 
     layer: LayerBlob
     dest: str

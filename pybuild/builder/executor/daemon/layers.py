@@ -20,6 +20,7 @@ from pybuild.builder.executor.protocol import (
     snapshot_name,
 )
 from pybuild.content.verify import VerifyingReader
+from pybuild.digest import Digest
 from pybuild.errors import IntegrityError
 from pybuild.layers.apply import apply_layer
 from pybuild.layers.compress import write_diff_compressed
@@ -31,7 +32,10 @@ _EMPTY_TAR_MAX = 1024
 
 def apply(req: Apply) -> Applied:
     """Unpack a layer blob into a snapshot dir (overlay lower format), atomically: into a
-    temporary name, published under `req.dest` once the blob's digest is checked."""
+    temporary name, published under `req.dest` only once both the blob's digest and the
+    tar's diff_id are what the image says. The dest is named by the diff_id, and other
+    images share it: a layer whose content is not its claimed diff_id is refused, or it
+    would decide what every image with that diff_id sees."""
     dest, layer = req.dest, req.layer
     if os.path.isdir(dest):
         return Applied(existed=True)
@@ -41,7 +45,7 @@ def apply(req: Apply) -> Applied:
         with open(layer.path, "rb") as raw:
             blob = VerifyingReader(raw, layer, "content store")
             try:
-                apply_layer(io.BufferedReader(blob, 1 << 20), tmp, overlay_format=True)
+                stats = apply_layer(io.BufferedReader(blob, 1 << 20), tmp, overlay_format=True)
             except Exception as exc:
                 # A corrupt blob rarely unpacks: say that, rather than how the tar broke.
                 try:
@@ -50,13 +54,19 @@ def apply(req: Apply) -> Applied:
                     raise corrupt from exc
                 raise
             blob.drain()
+        diff_id = Digest.from_hex(stats.diff_id)
+        if diff_id != layer.diff_id:
+            raise IntegrityError(
+                f"layer {layer.digest} is not what its image says: its content hashes to "
+                f"{diff_id}, the image config claims diff_id {layer.diff_id}; refusing to "
+                "use it", code="integrity")
         os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, dest)
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
-            rmtree(tmp)  # another build published it meanwhile
+            rmtree(tmp)  # another build published it meanwhile (verified as well)
     except BaseException:
         rmtree(tmp)
         raise
