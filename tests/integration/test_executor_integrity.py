@@ -8,13 +8,14 @@ claiming busybox's diff_id for other content decided what every `FROM busybox` s
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_pybuild, traversable_dir
+from tests.integration.conftest import rootless_root, run_pybuild, traversable_dir
 from tests.integration.test_executor_support import (
     busybox_layer,
     craft_image,
@@ -22,29 +23,59 @@ from tests.integration.test_executor_support import (
     with_file,
     write_context,
 )
+from tests.tooling import missing
+
+USER = "pbtester"
 
 
-def test_an_image_claiming_another_images_diff_id_poisons_nothing(
-        fresh_root: Path, base_layout: Path, tmp_path: Path, trav: Path) -> None:
-    # The reproduction of faults-found F2: busybox's layer plus /pwned, under busybox's
-    # diff_id. The attacker's build must fail, and a later FROM busybox see busybox.
+def _write_poisoning(base_layout: Path, work: Path) -> tuple[Path, Path, Path, str]:
+    """The reproduction of faults-found F2: busybox's layer plus /pwned, under busybox's
+    diff_id; the attacker's context and the victim's. (evil layout, attack, victim,
+    diff_id)"""
     blob, diff_id = busybox_layer(base_layout)
-    evil = craft_image(base_layout, trav / "evil", "1",
+    evil = craft_image(base_layout, work / "evil", "1",
                        [with_file(blob, "pwned", b"attacker content\n")], [diff_id])
-    r = run_pybuild(fresh_root, "load", "-i", str(evil), "-t", "attacker/tool:1")
+    attack = write_context(work / "attack", "FROM attacker/tool:1\nRUN true\n")
+    victim = write_context(work / "victim", "FROM busybox:latest\n"
+                           "RUN cat /pwned > /seen 2>/dev/null || echo clean > /seen\n")
+    return evil, attack, victim, diff_id
+
+
+def _attack_then_victim(root: Path, evil: Path, attack: Path, victim: Path, diff_id: str,
+                        out: Path, user: str | None = None) -> None:
+    """The attacker's build must fail cleanly, and a later FROM busybox see busybox."""
+    r = run_pybuild(root, "load", "-i", str(evil), "-t", "attacker/tool:1", user=user)
     if r.code == 0:  # (`load` may refuse it itself, which is as good)
-        attack = write_context(tmp_path / "a", "FROM attacker/tool:1\nRUN true\n")
-        r = run_pybuild(fresh_root, "build", str(attack))
+        r = run_pybuild(root, "build", str(attack), user=user)
         assert r.code == 1, r.err
         assert f"the image config claims diff_id {diff_id}" in r.err
         assert "Traceback" not in r.err and "internal error" not in r.err
     else:
         assert "diff_id" in r.err and "Traceback" not in r.err
-    victim = write_context(tmp_path / "v", "FROM busybox:latest\n"
-                           "RUN cat /pwned > /seen 2>/dev/null || echo clean > /seen\n")
-    r = run_pybuild(fresh_root, "build", "-t", "victim:1", str(victim))
+    r = run_pybuild(root, "build", "-t", "victim:1", str(victim), user=user)
     assert r.code == 0, r.err
-    assert last_layer(fresh_root, "victim:1", tmp_path)["seen"].data == b"clean\n"
+    assert last_layer(root, "victim:1", out, user=user)["seen"].data == b"clean\n"
+
+
+def test_an_image_claiming_another_images_diff_id_poisons_nothing(
+        fresh_root: Path, base_layout: Path, tmp_path: Path, trav: Path) -> None:
+    _attack_then_victim(fresh_root, *_write_poisoning(base_layout, trav), out=tmp_path)
+
+
+@pytest.mark.requires("root", "newuidmap")
+def test_no_poisoning_as_an_unprivileged_user(base_layout: Path) -> None:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        missing(f"test user {USER} does not exist (run scripts/setup.sh as root)")
+    work = traversable_dir("pybuild-poison-")
+    try:
+        paths = _write_poisoning(base_layout, work)
+        (work / "out").mkdir()
+        root = rootless_root(work, USER, base_layout)
+        _attack_then_victim(root, *paths, out=work / "out", user=USER)
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
 
 
 def test_snapshots_of_an_older_pybuild_are_retired_once(fresh_root: Path,
