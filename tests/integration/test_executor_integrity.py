@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.digest import Digest
 from tests.integration.conftest import rootless_root, run_pybuild, traversable_dir
 from tests.integration.test_executor_support import (
     busybox_layer,
     craft_image,
+    gzip_bytes,
     last_layer,
     with_file,
     write_context,
@@ -102,6 +104,21 @@ def test_snapshots_of_an_older_pybuild_are_retired_once(fresh_root: Path,
     r = run_pybuild(fresh_root, "build", "--progress", "plain", "--no-cache", str(ctx))
     assert r.code == 0, r.err
     assert "older pybuild" not in r.err
+
+
+def test_a_layer_that_is_no_tar_is_named_in_the_error(fresh_root: Path, base_layout: Path,
+                                                     tmp_path: Path, trav: Path) -> None:
+    junk = b"not a tar " * 200
+    layout = craft_image(base_layout, trav / "junk", "1", [gzip_bytes(junk)],
+                         [str(Digest.from_bytes(junk))])
+    r = run_pybuild(fresh_root, "load", "-i", str(layout), "-t", "junk:1")
+    assert r.code == 0, r.err
+    ctx = write_context(tmp_path / "ctx", "FROM junk:1\nRUN true\n")
+    r = run_pybuild(fresh_root, "build", str(ctx))
+    assert r.code == 1, r.err
+    layer = Digest.from_bytes(gzip_bytes(junk))
+    assert f"RUN: layer {layer}: " in r.err, r.err
+    assert "Traceback" not in r.err and "internal error" not in r.err
 
 
 @pytest.mark.requires("root")

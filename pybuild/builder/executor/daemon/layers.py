@@ -24,6 +24,7 @@ from pybuild.digest import Digest
 from pybuild.errors import IntegrityError
 from pybuild.layers.apply import apply_layer
 from pybuild.layers.compress import write_diff_compressed
+from pybuild.layers.errors import LayerError
 from pybuild.layers.xattrs import OPAQUE_XATTR, OPAQUE_XATTRS, OVERLAY_PREFIXES
 
 # The uncompressed tar of a layer with no entries is its two zero blocks.
@@ -52,6 +53,8 @@ def apply(req: Apply) -> Applied:
                     blob.drain()
                 except IntegrityError as corrupt:
                     raise corrupt from exc
+                if isinstance(exc, LayerError):  # the image's own layer is broken: which
+                    raise LayerError(f"layer {layer.digest}: {exc.message}") from exc
                 raise
             blob.drain()
         diff_id = Digest.from_hex(stats.diff_id)
