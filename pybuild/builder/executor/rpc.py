@@ -4,7 +4,7 @@
 done, and sends it `Call`s; a reader task routes each reply to its caller (see
 `protocol` for the order of replies). Failures come back as `Failure` replies and are
 raised here as typed errors: the user's conditions as one line (the daemon's traceback
-chained for --debug), bugs as `InternalError`.
+as a note, for --debug), bugs as `InternalError`.
 """
 
 from __future__ import annotations
@@ -33,13 +33,6 @@ class SandboxError(UserError):
     code = "sandbox"
 
 
-class RemoteTraceback(Exception):
-    """The daemon's traceback, chained to the error it caused (printed with --debug)."""
-
-    def __str__(self) -> str:
-        return "in the sandbox daemon:\n" + str(self.args[0]).rstrip()
-
-
 _USER_ERRORS: dict[str, type[UserError]] = {
     "integrity": IntegrityError, "not-found": NotFoundError}
 _HINTS = {
@@ -57,7 +50,9 @@ def raise_failure(call: p.Call[Any], failure: p.Failure) -> None:
     else:
         exc = InternalError(f"sandbox {type(call).__name__.lower()} failed: {failure.message}")
     if failure.trace:
-        raise exc from RemoteTraceback(failure.trace)
+        # A note, not a chained cause: callers re-raise with `from None`, and a traceback
+        # (--debug) prints notes after the error.
+        exc.add_note("in the sandbox daemon:\n" + failure.trace.rstrip())
     raise exc
 
 
