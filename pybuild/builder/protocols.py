@@ -5,13 +5,13 @@
 `tests.support.fake_executor.FakeExecutor`. The step values it takes and the results it
 gives are the sandbox's wire values (`pybuild.builder.executor.protocol`, which the
 daemon imports and which must therefore stay light); they are re-exported here so that
-the solver needs only this module.
+the solver needs only this module. Values here are `Record`s too (frozen dataclasses
+without their import cost: every build imports this module).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from pybuild.builder.executor.protocol import (
@@ -40,7 +40,7 @@ from pybuild.builder.executor.protocol import (
     Tmpfs,
     snapshot_name,
 )
-from pybuild.builder.executor.record import replace
+from pybuild.builder.executor.record import Record, replace
 
 __all__ = [
     "BindFromLowers",
@@ -78,16 +78,14 @@ __all__ = [
 LogSink = Callable[[str], None]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutorCapabilities:
+class ExecutorCapabilities(Record):
     """What an executor can do beyond running steps."""
 
     probe_path: bool = True  # answers `probe_path` (the context-layer shortcut asks it)
     networks: frozenset[str] = frozenset({"none", "host"})  # ExecStep.network values
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepOutcome:
+class StepOutcome(Record):
     """How a RUN step ended. `runtime_error`: the runtime could not run the step at all
     (`exit_code` is the runtime's then); `layer`: the committed changes, when the step
     asked for a commit and exited 0."""
@@ -98,8 +96,7 @@ class StepOutcome:
     layer: CommitResult | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutorNotice:
+class ExecutorNotice(Record):
     """Something the build's user should know about the executor (its snapshotter, a
     runtime fallback); `level` is "info" or "warning"."""
 
