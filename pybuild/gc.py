@@ -109,14 +109,14 @@ async def _remove_in_namespace(root: Root, paths: list[str]) -> bool:
     it, by a sandbox daemon. False when the root's sandbox was made under another id map
     (it is retired by the next build instead)."""
     from pybuild.builder.executor import idmap as idmap_mod
-    from pybuild.builder.executor.client import Sandbox
+    from pybuild.builder.executor.rpc import SandboxClient
 
     idmap = idmap_mod.detect()
     marker = root.sandbox / "idmap"
     if not marker.is_file() or marker.read_text() != idmap.key:
         return False
-    async with Sandbox(idmap) as sb:
-        await sb.request("rm", paths=paths)
+    async with SandboxClient(idmap) as sb:
+        await sb.remove(paths)
     return True
 
 

@@ -249,7 +249,8 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
                  imported: ImportedCache | None) -> tuple[list[Solver], list[Any]]:
     import asyncio
 
-    from pybuild.builder.executor.client import LazySandbox, find_runtime
+    from pybuild.builder.executor.runtime import find_runtime
+    from pybuild.builder.executor.sandbox import SandboxExecutor
     from pybuild.builder.solver import Solver, SolverOptions
     from pybuild.builder.workspace import build_dir, stale_build_dirs
     from pybuild.cache.store import CacheStore
@@ -273,18 +274,19 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
             async def clean_leftovers(sb: Any) -> None:
                 stale = stale_build_dirs(root.tmp)
                 if stale:
-                    await sb.request("rm", paths=[str(p) for p in stale])
+                    await sb.remove([str(p) for p in stale])
 
             daemon = warmup.take_daemon()
-            async with LazySandbox(idmap, clean_leftovers, daemon=daemon,
-                                   scratch=str(workdir)) as sandbox:
+            async with SandboxExecutor(idmap, clean_leftovers, daemon=daemon,
+                                       workdir=str(workdir), runtime=runtime,
+                                       runtime_memo=root.runtime_memo) as sandbox:
                 if daemon is not None:
                     sandbox.start_soon()
                 try:
                     opts = SolverOptions(
                         root=root.path, workdir=workdir, snapshots=root.snapshots,
                         # Layers are stored uncompressed; exports compress them (once).
-                        runtime=runtime, idmap=idmap, compression="none",
+                        compression="none",
                         max_parallelism=req.max_parallelism or default_parallelism(),
                         no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
                         cache_root=str(root.cache_mounts), secrets=secrets, ssh=ssh,
@@ -297,7 +299,7 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
                 finally:
                     await sandbox.settle()
                     if sandbox.started:
-                        await sandbox.request("rm", paths=[str(workdir)])
+                        await sandbox.remove([str(workdir)])
                     else:
                         with contextlib.suppress(OSError):
                             os.rmdir(workdir)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from pybuild.builder.executor.daemon import DaemonProcess
     from pybuild.builder.executor.idmap import IdMap
+    from pybuild.builder.executor.spawn import DaemonProcess
     from pybuild.content.store import ContentStore
     from pybuild.oci.config import ImageConfig
     from pybuild.oci.descriptor import Manifest
@@ -53,7 +53,7 @@ class Prestart:
         except OSError:
             self._last = b""
         if self._last != b"0":
-            from pybuild.builder.executor.daemon import DaemonProcess
+            from pybuild.builder.executor.spawn import DaemonProcess
 
             try:
                 self.daemon = DaemonProcess()
@@ -124,7 +124,7 @@ class Warmup:
         if not self._enabled:
             return
         if self._daemon is None:
-            from pybuild.builder.executor.daemon import DaemonProcess
+            from pybuild.builder.executor.spawn import DaemonProcess
 
             try:
                 self._daemon = DaemonProcess()
@@ -136,26 +136,29 @@ class Warmup:
         """Have the daemon pick its snapshotter first thing (in `scratch`, the build
         namespace's area), before a base image arrives to unpack."""
         if self._daemon is not None:
-            self._daemon.prefetch("probe_snapshotter", dir=str(scratch))
+            from pybuild.builder.executor.protocol import ProbeSnapshotter
+
+            self._daemon.prefetch(ProbeSnapshotter(dir=str(scratch)))
 
     def prefetcher(self, store: ContentStore,
                    snapshots: Path) -> Callable[[Manifest, ImageConfig], None]:
         """For the resolver: have the daemon unpack a resolved image's layers into
         snapshots (named as the solver names them) as soon as it is up, while the
         frontend and the builder's imports go on."""
-        from pybuild.builder.result import snapshot_name
-
         def on_image(manifest: Manifest, config: ImageConfig) -> None:
             if self._daemon is None:
                 return
+            from pybuild.builder.executor.protocol import Apply, LayerBlob, snapshot_name
+
             for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=False):
                 dest = str(snapshots / snapshot_name(diff_id))
                 if (dest in self._requested or os.path.isdir(dest)
                         or not store.has(desc.digest)):
                     continue
                 self._requested.add(dest)
-                self._daemon.prefetch("apply", blob=str(store.blob_path(desc.digest)),
-                                      dest=dest, digest=str(desc.digest))
+                layer = LayerBlob(path=str(store.blob_path(desc.digest)), digest=desc.digest,
+                                  size=desc.size, diff_id=diff_id)
+                self._daemon.prefetch(Apply(layer=layer, dest=dest))
 
         return on_image
 

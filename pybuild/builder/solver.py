@@ -8,6 +8,7 @@ H(scheme, op digest, input keys, digests of the local files it reads).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -30,8 +31,30 @@ from pybuild.builder.events import (
     VertexMiss,
     VertexStarted,
 )
-from pybuild.builder.executor.client import LazySandbox
-from pybuild.builder.executor.idmap import IdMap
+from pybuild.builder.protocols import (
+    BindFromLowers,
+    BindFromTar,
+    CacheDir,
+    CommitResult,
+    CommitSpec,
+    Compression,
+    CopyFiles,
+    ExecStep,
+    Executor,
+    FileAction,
+    FileStep,
+    FromLowers,
+    FromTar,
+    LayerBlob,
+    MakeDir,
+    MakeFile,
+    Owner,
+    SecretFile,
+    SSHSocket,
+    StepMount,
+    Tmpfs,
+    replace,
+)
 from pybuild.builder.result import LayerRef, Solved
 from pybuild.cache.store import CacheRecord, CacheStore
 from pybuild.content.store import ContentStore
@@ -46,8 +69,10 @@ from pybuild.llb import (
     Input,
     MkdirAction,
     MkfileAction,
+    Mount,
     OpMetadata,
     SourceOp,
+    SSHOpts,
 )
 from pybuild.oci import mediatypes
 from pybuild.oci.descriptor import Descriptor
@@ -64,9 +89,7 @@ class SolverOptions:
     root: Path  # the pybuild root
     workdir: Path  # this build's scratch dir (owned by the sandbox namespace)
     snapshots: Path
-    runtime: str
-    idmap: IdMap
-    compression: str = "gzip"
+    compression: Compression = "gzip"
     max_parallelism: int = max(1, os.cpu_count() or 1)
     no_cache: bool = False
     network_default: str = "host"
@@ -81,7 +104,7 @@ class SolverOptions:
 
 class Solver:
     def __init__(self, definition: Definition, *, store: ContentStore, cache: CacheStore,
-                 sandbox: LazySandbox, context: BuildContext | None, opts: SolverOptions,
+                 sandbox: Executor, context: BuildContext | None, opts: SolverOptions,
                  events: EventSink) -> None:
         self.defn = definition
         self.store = store
@@ -459,9 +482,9 @@ class Solver:
                 return
             lock = self._snapshot_locks.setdefault(layer.snapshot_name, asyncio.Lock())
             async with lock, self._io_sem:
-                if not os.path.isdir(path):
-                    await self.sandbox.request("apply", blob=str(self.store.blob_path(
-                        layer.digest)), dest=path, digest=str(layer.digest))
+                blob = LayerBlob(path=str(self.store.blob_path(layer.digest)),
+                                 digest=layer.digest, size=layer.size, diff_id=layer.diff_id)
+                await self.sandbox.unpack(blob, path)
 
         layers = solved.real_layers
         await asyncio.gather(*(ensure(x) for x in layers))
@@ -473,39 +496,38 @@ class Solver:
     async def _commit(self, step_dir: str, base: Solved, lowers: list[str]) -> Solved:
         out = str(self.opts.workdir / f"layer-{uuid.uuid4().hex}")
         # With the lowers, whiteouts of paths no lower has are dropped (as for RUN steps).
-        res = await self.sandbox.request(
-            "commit", step_dir=step_dir, out=out, compression=self.opts.compression,
-            snapshot_dir=str(self.opts.snapshots), mtime=self.opts.source_date_epoch,
-            lowers=lowers)
+        res = await self.sandbox.commit(step_dir, self._commit_spec(out, lowers))
         return await self._layer_from_commit(res, out, base)
 
-    async def _layer_from_commit(self, res: dict[str, Any], out: str, base: Solved,
+    def _commit_spec(self, out: str, lowers: list[str]) -> CommitSpec:
+        return CommitSpec(out=out, compression=self.opts.compression,
+                          snapshot_dir=str(self.opts.snapshots),
+                          mtime=self.opts.source_date_epoch, lowers=tuple(lowers))
+
+    async def _layer_from_commit(self, res: CommitResult, out: str, base: Solved,
                                  name: str = "") -> Solved:
         """Publish a committed layer blob in the content store; base + the new layer (or
         an empty-layer marker). Records how long producing the layer took."""
         now = time.time()
-        if res["empty"]:
+        if res.empty:
             os.unlink(out)
             return Solved(layers=(*base.layers, None), created=now)
         start = time.monotonic()
-        digest = await asyncio.to_thread(self.store.ingest_file, Path(out), Digest(res["digest"]))
+        digest = await asyncio.to_thread(self.store.ingest_file, Path(out), res.digest)
         if name:
-            self.layer_seconds[name] = float(res.get("seconds", 0.0)) + (time.monotonic()
-                                                                          - start)
-        layer = LayerRef(digest=digest, diff_id=Digest(res["diff_id"]),
-                         size=int(res["compressed_size"]), media_type=res["media_type"])
+            self.layer_seconds[name] = res.seconds + (time.monotonic() - start)
+        layer = LayerRef(digest=digest, diff_id=res.diff_id, size=res.compressed_size,
+                         media_type=res.media_type)
         return Solved(layers=(*base.layers, layer), created=now)
 
     # -- exec ---------------------------------------------------------------------------
 
     async def _exec(self, digest: Digest, op: ExecOp, meta: OpMetadata, name: str,
                     inputs: list[tuple[str, Solved]]) -> Solved:
-        import contextlib
-
         by_op = _by_op(op, inputs)
         base = by_op[op.rootfs.op] if op.rootfs is not None else Solved(layers=())
         lowers = await self._ensure_snapshots(base)
-        mounts = []
+        mounts: list[StepMount] = []
         for m in op.mounts:
             spec = await self._mount_spec(m, by_op)
             if spec is not None:
@@ -515,15 +537,9 @@ class Solver:
         if not any(e.startswith("PATH=") for e in env):
             env.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         # "default" is the host's network (what rootless BuildKit and Buildah give RUN
-        # steps: connectivity, including the host's loopback); see executor/sandboxd.py.
+        # steps: connectivity, including the host's loopback); see executor/daemon/step.py.
         network = op.network if op.network != "default" else self.opts.network_default
         step_dir = self._step_dir(digest)
-        state_dir = str(self.opts.workdir / "runtime-state")
-        extents = self.opts.idmap.nested_extents()
-        selector = self.sandbox.runtime_selector(
-            self.opts.runtime, self.opts.root / "sandbox" / "runtime.json")
-        runtime, fallback = await selector.choose(
-            self.sandbox, str(self.opts.workdir / "runtime-probe"), state_dir, extents)
         output: list[str] = []
 
         def on_log(data: str) -> None:
@@ -531,41 +547,39 @@ class Solver:
             self.events(VertexLog(digest=str(digest), name=name, data=data))
 
         out = str(self.opts.workdir / f"layer-{uuid.uuid4().hex}")
-        async with self._run_sem:
-            # One request runs the step and, if it succeeds, diffs and commits its layer.
-            res = await self.sandbox.request(
-                "exec", on_log=on_log, step_dir=step_dir, lowers=lowers, args=list(op.args),
-                env=env, cwd=op.cwd, user=op.user, hostname=op.hostname,
-                network=network, insecure=op.security == "insecure", mounts=mounts,
-                id_extents=extents, runtime=runtime, fallback=fallback,
-                cache_root=self.opts.cache_root, state_dir=state_dir,
-                commit={"out": out, "compression": self.opts.compression,
-                        "snapshot_dir": str(self.opts.snapshots),
-                        "mtime": self.opts.source_date_epoch, "lowers": lowers})
-        for spec in mounts:
-            if spec.get("src_tar"):
-                with contextlib.suppress(OSError):
-                    os.unlink(spec["src_tar"])
-        if res.get("fell_back"):
-            selector.fell_back(res["runtime"], res.get("fallback_reason", ""))
-        for level, text in self.sandbox.take_notices():
-            self.events(Notice(text, level=level))
-        code = int(res["exit_code"])
-        if res.get("runtime_error"):
+        step = ExecStep(step_dir=step_dir, lowers=tuple(lowers), args=op.args, env=tuple(env),
+                        cwd=op.cwd, user=op.user, hostname=op.hostname, network=network,
+                        insecure=op.security == "insecure", mounts=tuple(mounts),
+                        commit=self._commit_spec(out, lowers))
+        try:
+            async with self._run_sem:
+                # One request runs the step and, if it succeeds, diffs and commits its layer.
+                res = await self.sandbox.run(step, on_log=on_log)
+        finally:
+            for spec in mounts:
+                if isinstance(spec, BindFromTar):
+                    with contextlib.suppress(OSError):
+                        os.unlink(spec.tar)
+            self._notices()
+        code = res.exit_code
+        if res.runtime_error:
             raise StepFailedError(
-                f"the OCI runtime {os.path.basename(res['runtime'])} could not run process "
-                f"{_argv_text(op.args)}: {res['runtime_error']}",
+                f"the OCI runtime {res.runtime} could not run process "
+                f"{_argv_text(op.args)}: {res.runtime_error}",
                 output="".join(output), step_exit_code=code)
         if code != 0:
             raise StepFailedError(
                 f"process {_argv_text(op.args)} did not complete successfully: exit code: "
                 f"{code}", output="".join(output), step_exit_code=code)
-        return await self._layer_from_commit(res["commit"], out, base, name)
+        assert res.layer is not None
+        return await self._layer_from_commit(res.layer, out, base, name)
 
-    async def _mount_spec(self, m: Any, by_op: dict[Digest, Solved]) -> dict[str, Any] | None:
-        """The sandbox's view of one RUN mount; None for an absent optional secret."""
-        import base64
+    def _notices(self) -> None:
+        for notice in self.sandbox.take_notices():
+            self.events(Notice(notice.text, level=notice.level))
 
+    async def _mount_spec(self, m: Mount, by_op: dict[Digest, Solved]) -> StepMount | None:
+        """The executor's view of one RUN mount; None for an absent optional secret."""
         if m.type == "bind":
             if m.input is None:
                 raise UserError("bind mount without a source")
@@ -582,30 +596,23 @@ class Solver:
                         ctx.write_tar(entries, f)
 
                 await asyncio.to_thread(write_tar)
-                return {"destination": m.target, "type": "bind", "src_tar": tar_path,
-                        "selector": m.selector, "readonly": m.readonly,
-                        "options": ["rbind", "ro" if m.readonly else "rw"]}
+                return BindFromTar(target=m.target, tar=tar_path, selector=m.selector,
+                                   readonly=m.readonly)
             lowers = await self._ensure_snapshots(by_op[m.input.op])
-            return {"destination": m.target, "type": "bind", "src_lowers": lowers,
-                    "selector": m.selector, "readonly": m.readonly,
-                    "options": ["rbind", "ro" if m.readonly else "rw"]}
+            return BindFromLowers(target=m.target, lowers=tuple(lowers), selector=m.selector,
+                                  readonly=m.readonly)
         if m.type == "tmpfs":
-            opts = ["nosuid", "nodev"]
-            if m.tmpfs_size:
-                opts.append(f"size={m.tmpfs_size}")
-            return {"destination": m.target, "type": "tmpfs", "source": "tmpfs",
-                    "options": opts}
+            return Tmpfs(target=m.target, size=m.tmpfs_size, readonly=m.readonly)
         if m.type == "cache":
             assert m.cache is not None
             cid = hashlib.sha256(m.cache.id.encode()).hexdigest()[:32]
-            spec: dict[str, Any] = {
-                "kind": "cache", "destination": m.target, "type": "bind", "cache_dir": cid,
-                "sharing": m.cache.sharing, "cache_mode": m.cache.mode,
-                "cache_uid": m.cache.uid, "cache_gid": m.cache.gid, "options": ["rbind", "rw"]}
+            seed: tuple[str, ...] | None = None
             if m.input is not None and not self._is_context(m.input):
-                spec["src_lowers"] = await self._ensure_snapshots(by_op[m.input.op])
-                spec["selector"] = m.selector
-            return spec
+                seed = tuple(await self._ensure_snapshots(by_op[m.input.op]))
+            return CacheDir(target=m.target, dir=os.path.join(self.opts.cache_root, cid),
+                            sharing=m.cache.sharing, mode=m.cache.mode, uid=m.cache.uid,
+                            gid=m.cache.gid, readonly=m.readonly, seed_lowers=seed,
+                            seed_selector=m.selector)
         if m.type == "secret":
             assert m.secret is not None
             sec = m.secret
@@ -628,9 +635,8 @@ class Solver:
                                     hint=f"pass --secret id={sec.id},src=FILE or "
                                          f"--secret id={sec.id},env=VARIABLE")
                 return None
-            return {"kind": "secret", "type": "bind", "destination": m.target,
-                    "env": sec.env, "data": base64.b64encode(data).decode(),
-                    "mode": sec.mode, "uid": sec.uid, "gid": sec.gid}
+            return SecretFile(target=m.target, data=data, env=sec.env, uid=sec.uid,
+                              gid=sec.gid, mode=sec.mode)
         if m.type == "ssh":
             agents = dict(self.opts.ssh)
             if m.ssh_id not in agents:
@@ -641,14 +647,9 @@ class Solver:
             if not agent:
                 raise UserError(f"--ssh {m.ssh_id}: no socket given and SSH_AUTH_SOCK is "
                                 "not set")
-            owner = None
-            if os.geteuid() == 0:
-                owner = (self.opts.idmap.uid_extents[0].outside,
-                         self.opts.idmap.gid_extents[0].outside)
-            sock = await self.sandbox.ssh.socket_for(m.ssh_id, agent, str(self.opts.workdir),
-                                                     owner)
-            return {"kind": "ssh", "type": "bind", "destination": m.target, "source": sock,
-                    "options": ["rbind"]}
+            ssh = m.ssh if m.ssh is not None else SSHOpts(id=m.ssh_id)
+            return SSHSocket(target=m.target, socket=agent, uid=ssh.uid, gid=ssh.gid,
+                             mode=ssh.mode)
         raise UserError(f"RUN --mount=type={m.type} is not supported")
 
     # -- file ---------------------------------------------------------------------------
@@ -665,47 +666,51 @@ class Solver:
             return direct
         lowers = await self._ensure_snapshots(base)
         step_dir = self._step_dir(digest)
-        actions: list[dict[str, Any]] = []
+        actions: list[FileAction] = []
         for i, action in enumerate(op.actions):
-            chown = [action.chown.user, action.chown.group] if action.chown else None
+            owner = Owner(user=action.chown.user, group=action.chown.group) \
+                if action.chown else None
             match action:
                 case MkdirAction():
-                    actions.append({"kind": "mkdir", "path": action.path, "mode": action.mode,
-                                    "chown": chown})
+                    actions.append(MakeDir(path=action.path, mode=action.mode, owner=owner))
                 case MkfileAction():
-                    actions.append({"kind": "mkfile", "path": action.path,
-                                    "data": action.data.hex(), "mode": action.mode,
-                                    "chown": chown})
+                    actions.append(MakeFile(path=action.path, data=action.data,
+                                            mode=action.mode, owner=owner))
                 case CopyAction():
-                    spec: dict[str, Any] = {
-                        "kind": "copy", "sources": list(action.sources), "dest": action.dest,
-                        "dest_is_dir": action.dest_is_dir, "chown": chown,
-                        "chmod": action.chmod, "exclude": list(action.exclude),
-                        "include_patterns": list(action.include_patterns),
-                        "required_paths": list(action.required_paths),
-                        "unpack": action.unpack,
-                    }
+                    copy = CopyFiles(
+                        source=FromLowers(lowers=()), sources=action.sources, dest=action.dest,
+                        dest_is_dir=action.dest_is_dir, owner=owner, chmod=action.chmod,
+                        exclude=action.exclude, include_patterns=action.include_patterns,
+                        required_paths=action.required_paths, unpack=action.unpack)
                     ctx = self._context_for(action.source)
                     if i in selections and ctx is not None:
                         tar_path = str(self.opts.workdir / f"ctx-{uuid.uuid4().hex}.tar")
-                        prefix = _direct_copy_prefix(ctx, action, chown)
+                        prefix = _direct_copy_prefix(ctx, action, owner)
+                        await asyncio.to_thread(_write_context_tar, ctx, selections[i],
+                                                tar_path, prefix or "")
+                        # (--exclude was applied when selecting.)
+                        copy = replace(copy, source=FromTar(tar=tar_path), exclude=())
                         if prefix is not None:
                             # One directory's contents, no owner/mode rewriting: the tar is
                             # rooted at it and may be extracted straight onto the rootfs.
-                            spec["sources"], spec["dest_is_dir"], spec["direct"] = (
-                                ["/"], True, True)
-                        await asyncio.to_thread(_write_context_tar, ctx, selections[i],
-                                                tar_path, prefix or "")
-                        spec["src_tar"] = tar_path
-                        spec["exclude"] = []  # already applied when selecting
+                            copy = replace(
+                                copy, source=FromTar(tar=tar_path, direct=True), sources=("/",),
+                                dest_is_dir=True)
                     else:
-                        spec["src_lowers"] = await self._ensure_snapshots(
-                            by_op[action.source.op])
-                    actions.append(spec)
-        await self.sandbox.request("fileop", step_dir=step_dir, lowers=lowers, actions=actions)
-        for a in actions:
-            if a.get("src_tar"):
-                os.unlink(a["src_tar"])
+                        copy = replace(copy, source=FromLowers(lowers=tuple(
+                            await self._ensure_snapshots(by_op[action.source.op]))))
+                    actions.append(copy)
+        try:
+            done = await self.sandbox.apply_files(
+                FileStep(step_dir=step_dir, lowers=tuple(lowers), actions=tuple(actions)))
+        finally:
+            for a in actions:
+                if isinstance(a, CopyFiles) and isinstance(a.source, FromTar):
+                    with contextlib.suppress(OSError):
+                        os.unlink(a.source.tar)
+            self._notices()
+        for warning in done.warnings:
+            self.events(Notice(f"{meta.description or op.kind}: {warning}", level="warning"))
         return await self._commit(step_dir, base, lowers)
 
 
@@ -736,17 +741,17 @@ class Solver:
         from pybuild.builder import context_layer
 
         found = self._context_layer_action(op)
-        if found is None:
+        if found is None or not self.sandbox.capabilities.probe_path:
             return None
         _, _, prefix, dest = found
         ordered = context_layer.layout(entries, prefix)
         if ordered is None:
             return None
         lowers = await self._ensure_snapshots(base)
-        probe = await self.sandbox.request("probe_path", lowers=lowers, path=dest)
-        chain: list[dict[str, Any]] = probe["chain"]
-        if (not probe["missing"] or len(chain) != dest.count("/") - 1
-                or not all(stat.S_ISDIR(m["mode"]) for m in chain)):
+        probe = await self.sandbox.probe_path(lowers, dest)
+        chain = probe.chain
+        if (not probe.missing or len(chain) != dest.count("/") - 1
+                or not all(stat.S_ISDIR(m.mode) for m in chain)):
             return None  # the destination exists, or a parent is missing or a symlink
         layer = await asyncio.to_thread(context_layer.write_context_layer, self.store,
                                         ordered, dest, chain, self.opts.source_date_epoch,
@@ -808,7 +813,7 @@ def _write_context_tar(ctx: BuildContext, entries: list[ContextEntry], path: str
 
 
 def _direct_copy_prefix(ctx: BuildContext, action: CopyAction,
-                        chown: list[str] | None) -> str | None:
+                        chown: Owner | None) -> str | None:
     """For `COPY dir/ /dest/`-style actions (one plain directory source, no --chown,
     --chmod, --parents or unpacking): the source's path in the context, "" for the root;
     None when the general copy must run."""

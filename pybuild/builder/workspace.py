@@ -95,6 +95,8 @@ def prepare_sandbox_dirs(sandbox: Path, subdirs: tuple[Path, ...], idmap_key: st
     """Make the sandbox dir and `subdirs`, owned by the namespace's root (`owner`, the
     outside ids of container root) and closed to other users. A changed id map retires
     the snapshots made under the old one (they are only unpacked copies of blobs)."""
+    from pybuild.builder.executor import snapshots
+
     marker = sandbox / "idmap"
     if sandbox.is_dir():
         try:
@@ -106,6 +108,11 @@ def prepare_sandbox_dirs(sandbox: Path, subdirs: tuple[Path, ...], idmap_key: st
             os.rename(sandbox, retired)
             events(Notice(f"the user namespace id map changed; old snapshots moved to "
                           f"{retired} (safe to delete)", level="warning"))
+    format_marker = sandbox / snapshots.MARKER
+    snapshot_dir, scratch = sandbox / "snapshots", sandbox / "tmp"
+    if snapshots.retire_old(snapshot_dir, scratch, format_marker) is not None:
+        events(Notice("snapshots unpacked by an older pybuild were never checked against "
+                      "their images' diff_ids: they are unpacked again as needed"))
     as_root = os.geteuid() == 0
     for d in (sandbox, *subdirs):
         d.mkdir(parents=True, exist_ok=True)
@@ -116,3 +123,4 @@ def prepare_sandbox_dirs(sandbox: Path, subdirs: tuple[Path, ...], idmap_key: st
         check_traversable(sandbox.parent)
     if not marker.is_file() or marker.read_text() != idmap_key:
         marker.write_text(idmap_key)
+    snapshots.mark_current(format_marker)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 from pybuild.content.store import ContentStore
 from pybuild.context.statcache import StatCache
@@ -31,6 +31,21 @@ from pybuild.errors import UserError
 from pybuild.layers import xattrs as xa
 from pybuild.layers.compress import CompressingWriter
 from pybuild.layers.tarwriter import LayerWriter
+
+
+class ParentDir(Protocol):
+    """An existing parent of the destination, as the sandbox saw it in the lowers."""
+
+    @property
+    def mode(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def xattrs(self) -> Any: ...  # (name, value) pairs
 
 _IN_MEMORY = 8 << 20  # bigger files are streamed (and hashed for the cache separately)
 
@@ -97,7 +112,7 @@ def _read(path: str, size: int) -> bytes:
 
 
 def write_context_layer(store: ContentStore, ordered: list[tuple[str, ContextEntry]],
-                        dest: str, parents: list[dict[str, Any]], epoch: int | None,
+                        dest: str, parents: Sequence[ParentDir], epoch: int | None,
                         stat_cache: StatCache | None = None) -> ContextLayer:
     """Write the layer of a COPY into the new directory `dest` (absolute, normalised)
     whose existing ancestors below / are described by `parents` (from the sandbox's
@@ -133,14 +148,13 @@ def _dir_stat(mode: int, uid: int, gid: int, mtime_ns: int) -> Any:
 
 
 def _write_entries(writer: LayerWriter, names: list[str],
-                   ordered: list[tuple[str, ContextEntry]], parents: list[dict[str, Any]],
+                   ordered: list[tuple[str, ContextEntry]], parents: Sequence[ParentDir],
                    now_ns: int, stat_cache: StatCache | None) -> None:
     for depth, meta in enumerate(parents):
         last = depth == len(parents) - 1
-        xattrs = {k: bytes.fromhex(v) for k, v in meta["xattrs"].items()}
         writer.add_path("/".join(names[:depth + 1]), b"", _dir_stat(
-            meta["mode"], meta["uid"], meta["gid"], now_ns if last else meta["mtime_ns"]),
-            xattrs=xattrs)
+            meta.mode, meta.uid, meta.gid, now_ns if last else meta.mtime_ns),
+            xattrs=dict(meta.xattrs))
     top = "/".join(names)
     writer.add_path(top, b"", _dir_stat(stat.S_IFDIR | 0o755, 0, 0, now_ns), xattrs={})
     for rel, e in ordered:

@@ -26,7 +26,6 @@ _WH = tf.WHITEOUT_PREFIX.encode()
 _WH_META = tf.WHITEOUT_META_PREFIX.encode()
 _WH_OPQ = tf.WHITEOUT_OPAQUE.encode()
 _FUSE_OPQ_DEV = b".wh..opq"  # fuse-overlayfs' 0/0 device marker inside opaque dirs
-_OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
 # Upper dirs in these states have no faithful tar representation.
 _UNSUPPORTED = {
     "user.overlay.redirect": "redirect_dir",
@@ -96,7 +95,7 @@ class _Walker:
             else:
                 entries.append((name, cst))
         if self.upper and not opaque:
-            opaque = any(xa.get(path, k) == b"y" for k in _OPAQUE_XATTRS if k in overlay)
+            opaque = any(xa.get(path, k) == b"y" for k in xa.OPAQUE_XATTRS if k in overlay)
         if rel:
             self.writer.add_path(os.fsdecode(rel), path, st, xattrs=content)
             if opaque and self._in_lower(rel):

@@ -18,6 +18,11 @@ OVERLAY_PREFIXES = (
     "user.fuseoverlayfs.",
     "trusted.fuseoverlayfs.",
 )
+# The marks of an opaque directory, by whom they are written: the kernel overlay in a
+# user namespace (`userxattr`, the one pybuild writes in lower dirs), as root, and
+# fuse-overlayfs.
+OPAQUE_XATTR = "user.overlay.opaque"
+OPAQUE_XATTRS = (OPAQUE_XATTR, "trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
 CAPABILITY = "security.capability"
 _KEPT_SYSTEM = ("system.posix_acl_access", "system.posix_acl_default")
 

@@ -44,7 +44,7 @@ def test_no_process_survives_a_build(pybuild: PybuildRunner, tmp_path: Path) -> 
     r = pybuild("build", "--no-cache", str(ctx))
     assert r.code == 0, r.err
     assert not [p for p in processes() if f"sleep 1{tag[:2]}3" in p]
-    assert not [p for p in processes() if "pybuild.builder.executor.sandboxd" in p
+    assert not [p for p in processes() if "pybuild.builder.executor.daemon" in p
                 and str(ctx) in p]
 
 
@@ -92,7 +92,7 @@ def test_killed_build_leaves_nothing_and_next_build_cleans(fresh_root: Path,
                 proc.kill()
                 proc.wait()
         assert _wait_for(lambda s=secs: not any(p == f"sleep {s}" for p in processes()), 10)
-        assert not any("pybuild.builder.executor.sandboxd" in p and str(fresh_root) in p
+        assert not any("pybuild.builder.executor.daemon" in p and str(fresh_root) in p
                        for p in processes())
         mounts = Path("/proc/self/mountinfo").read_text()
         assert str(fresh_root) not in mounts

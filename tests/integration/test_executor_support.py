@@ -3,7 +3,8 @@
 Builds go through the CLI (`run_pybuild`) or through `api_build`, a subprocess that builds
 with the Python API (`pybuild.api.Builder.build`), as an embedder would.
 Layers are read straight from an exported OCI layout, so tests see exactly what a layer
-tar contains (whiteouts, opaque markers, owners, links, xattrs)."""
+tar contains (whiteouts, opaque markers, owners, links, xattrs). `craft_image` writes an
+OCI layout with busybox's config and any layers and diff_ids (true or not)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import gzip
 import io
 import json
 import os
+import platform
 import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybuild.digest import Digest
 from tests.integration.conftest import REPO, Run, run_pybuild
 
 
@@ -129,3 +132,85 @@ def processes() -> list[str]:
         except OSError:
             continue
     return out
+
+
+EMPTY_TAR = b"\0" * 1024  # the empty layer (diff_id sha256:5f70bf18...)
+
+
+def blob_path(layout: Path, digest: str) -> Path:
+    """A blob of an OCI layout."""
+    return layout / "blobs" / "sha256" / digest.split(":")[1]
+
+
+def host_manifest(layout: Path) -> tuple[dict, dict]:
+    """The manifest and config of the host platform's image in a multi-arch layout."""
+    index = json.loads((layout / "index.json").read_text())
+    top = json.loads(blob_path(layout, index["manifests"][0]["digest"]).read_text())
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    desc = next(m for m in top["manifests"] if m["platform"]["architecture"] == arch)
+    manifest = json.loads(blob_path(layout, desc["digest"]).read_text())
+    config = json.loads(blob_path(layout, manifest["config"]["digest"]).read_text())
+    return manifest, config
+
+
+def craft_image(base_layout: Path, dest: Path, name: str, layers: list[bytes],
+                diff_ids: list[str]) -> Path:
+    """An OCI layout with busybox's config, these gzip layer blobs and these diff_ids
+    (what the config claims, true or not)."""
+    _, config = host_manifest(base_layout)
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = Digest.from_bytes(data)
+        (blobs / digest.hex).write_bytes(data)
+        return str(digest)
+
+    config["rootfs"]["diff_ids"] = diff_ids
+    config["history"] = [{"created_by": f"layer {i}"} for i in range(len(layers))]
+    config_data = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put(config_data), "size": len(config_data)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": put(data), "size": len(data)} for data in layers],
+    }
+    manifest_data = json.dumps(manifest).encode()
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": manifest["mediaType"], "digest": put(manifest_data),
+                            "size": len(manifest_data),
+                            "annotations": {"org.opencontainers.image.ref.name": name}}]}
+    (dest / "index.json").write_text(json.dumps(index))
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """`data` gzipped, reproducibly (no mtime)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(data)
+    return out.getvalue()
+
+
+def busybox_layer(base_layout: Path) -> tuple[bytes, str]:
+    """The busybox layer blob of the host platform, and its diff_id."""
+    manifest, config = host_manifest(base_layout)
+    return blob_path(base_layout, manifest["layers"][0]["digest"]).read_bytes(), \
+        config["rootfs"]["diff_ids"][0]
+
+
+def with_file(blob: bytes, name: str, data: bytes) -> bytes:
+    """The layer `blob` with one more file."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as src, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        dst.addfile(info, io.BytesIO(data))
+    return gzip_bytes(out.getvalue())

@@ -67,3 +67,26 @@ def test_an_untouched_directory_with_a_removed_child_gets_a_whiteout(tmp_path: P
     assert not _opaque(upper / "d")
     wh = (upper / "d" / "old.txt").lstat()
     assert os.major(wh.st_rdev) == 0 and os.minor(wh.st_rdev) == 0
+
+
+def test_a_repeated_lower_is_stacked_once_at_its_topmost_place(tmp_path: Path) -> None:
+    from pybuild.builder.snapshot.mounts import distinct_lowers
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    (b / "x").write_text("b")
+    (b / "only-b").write_text("b")
+    assert distinct_lowers([str(a), str(b), str(a)]) == [str(a), str(b)]
+    root = MountedRoot(step_dir=str(tmp_path), merged=str(tmp_path / "m"),
+                       upper=str(tmp_path / "u"), work=str(tmp_path / "w"),
+                       lowers=[str(a), str(b), str(a)])
+    assert root.lowers == [str(a), str(b)]
+    for d in (root.merged, root.upper, root.work):
+        os.makedirs(d)
+    snap = CopySnapshotter()
+    snap.mount(root)
+    assert (Path(root.merged) / "x").read_text() == "a"  # the top copy of A wins
+    assert (Path(root.merged) / "only-b").read_text() == "b"
+    snap.release(root)

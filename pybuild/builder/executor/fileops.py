@@ -39,6 +39,7 @@ import shutil
 import stat
 from typing import Any, BinaryIO
 
+from pybuild.builder.executor.protocol import CopyFiles, FileAction, MakeDir, MakeFile, Owner
 from pybuild.builder.executor.users import resolve_chown, resolve_in_root
 from pybuild.errors import UserError
 from pybuild.frontend.dockerignore import PatternMatcher
@@ -46,27 +47,26 @@ from pybuild.frontend.dockerignore import PatternMatcher
 _WILDCARD = re.compile(r"[*?\[]")
 
 
-def apply_actions(root: str, actions: list[dict[str, Any]]) -> None:
-    for action in actions:
-        kind = action["kind"]
-        if kind == "mkdir":
-            _mkdir(root, action)
-        elif kind == "mkfile":
-            _mkfile(root, action)
-        elif kind == "copy":
-            _copy(root, action)
-        else:
-            raise UserError(f"unknown file action {kind!r}")
+def apply_action(root: str, action: FileAction, src_root: str = "") -> list[str]:
+    """Apply one action on the rootfs `root`; a copy reads its sources under `src_root`.
+    Returns warnings for the build (e.g. a --chown user the image does not have)."""
+    match action:
+        case MakeDir():
+            return _mkdir(root, action)
+        case MakeFile():
+            return _mkfile(root, action)
+        case CopyFiles():
+            return _copy(root, action, src_root)
 
 
-def _owner(root: str, action: dict[str, Any]) -> tuple[int, int] | None:
-    chown = action.get("chown")
-    if not chown:
-        return None
-    return resolve_chown(root, chown[0], chown[1])
+def _owner(root: str, owner: Owner | None) -> tuple[tuple[int, int] | None, list[str]]:
+    if owner is None:
+        return None, []
+    uid, gid, warnings = resolve_chown(root, owner.user, owner.group)
+    return (uid, gid), warnings
 
 
-def _mkdirs(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> str:
+def make_dirs(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> str:
     """mkdir -p inside root; created dirs get mode and owner; returns the real path."""
     parts = [p for p in path.split("/") if p]
     cur = "/"
@@ -84,21 +84,23 @@ def _mkdirs(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> s
     return resolve_in_root(root, path)
 
 
-def _mkdir(root: str, action: dict[str, Any]) -> None:
-    owner = _owner(root, action)
-    _mkdirs(root, action["path"], action.get("mode", 0o755), owner)
+def _mkdir(root: str, action: MakeDir) -> list[str]:
+    owner, warnings = _owner(root, action.owner)
+    make_dirs(root, action.path, action.mode, owner)
+    return warnings
 
 
-def _mkfile(root: str, action: dict[str, Any]) -> None:
-    owner = _owner(root, action)
-    path = action["path"]
-    parent = _mkdirs(root, os.path.dirname(path) or "/", 0o755, owner)
+def _mkfile(root: str, action: MakeFile) -> list[str]:
+    owner, warnings = _owner(root, action.owner)
+    path = action.path
+    parent = make_dirs(root, os.path.dirname(path) or "/", 0o755, owner)
     real = os.path.join(parent, os.path.basename(path))
     with open(real, "wb") as f:
-        f.write(bytes.fromhex(action["data"]))
-    os.chmod(real, action.get("mode", 0o644))
+        f.write(action.data)
+    os.chmod(real, action.mode)
     if owner is not None:
         os.lchown(real, *owner)
+    return warnings
 
 
 # --- copy ------------------------------------------------------------------------------
@@ -143,14 +145,13 @@ def apply_chmod(mode: int, spec: str, is_dir: bool) -> int:
 
 
 class _Copier:
-    def __init__(self, root: str, src_root: str, action: dict[str, Any]) -> None:
+    def __init__(self, root: str, src_root: str, action: CopyFiles) -> None:
         self.root = root
         self.src_root = src_root
-        self.owner = _owner(root, action)
-        self.chmod: str = action.get("chmod", "")
+        self.owner, self.warnings = _owner(root, action.owner)
+        self.chmod = action.chmod
         self.links: dict[tuple[int, int], str] = {}
-        excludes = list(action.get("exclude", ()))
-        self.excludes = PatternMatcher(excludes) if excludes else None
+        self.excludes = PatternMatcher(list(action.exclude)) if action.exclude else None
 
     def _meta(self, src: str, dst: str, st: os.stat_result) -> None:
         if self.owner is not None:
@@ -278,16 +279,16 @@ def _matches(src_root: str, pattern: str) -> list[str]:
     return found
 
 
-def _copy(root: str, action: dict[str, Any]) -> None:
-    src_root = action["src_root"]
-    dest: str = action["dest"]
-    dest_is_dir: bool = action.get("dest_is_dir", False)
+def _copy(root: str, action: CopyFiles, src_root: str) -> list[str]:
+    dest = action.dest
     copier = _Copier(root, src_root, action)
-    parent_mode = apply_chmod(0o755, copier.chmod, True) if copier.chmod else 0o755
-    if action.get("include_patterns") or action.get("required_paths"):
-        _copy_parents(root, action, copier, parent_mode)
-        return
-    for pattern in action["sources"]:
+    # Created parents get the --chmod mode (fsutil's MkdirAll), but only its permission
+    # bits: Go's os.FileMode(0o4755) has no set-id bits for os.Mkdir/Chmod (0755).
+    parent_mode = apply_chmod(0o755, copier.chmod, True) & 0o777 if copier.chmod else 0o755
+    if action.include_patterns or action.required_paths:
+        _copy_parents(root, action, src_root, copier, parent_mode)
+        return copier.warnings
+    for pattern in action.sources:
         matches = _matches(src_root, pattern)
         if not matches:
             if _WILDCARD.search(pattern):
@@ -298,20 +299,21 @@ def _copy(root: str, action: dict[str, Any]) -> None:
             if not os.path.lexists(src):
                 raise UserError(f"{rel}: not found", code="copy-source-missing")
             if os.path.isdir(src):
-                target = _mkdirs(root, dest, parent_mode, copier.owner)
+                target = make_dirs(root, dest, parent_mode, copier.owner)
                 copier.copy_entry(src, target, "")
                 continue
-            if action.get("unpack") and is_archive(src):
-                target = _mkdirs(root, dest, 0o755, copier.owner)
+            if action.unpack and is_archive(src):
+                target = make_dirs(root, dest, 0o755, copier.owner)
                 untar(src, target, copier.owner)
                 continue
             real_dest = resolve_in_root(root, dest)
-            if dest_is_dir or os.path.isdir(real_dest) or len(matches) > 1:
-                parent = _mkdirs(root, dest, parent_mode, copier.owner)
+            if action.dest_is_dir or os.path.isdir(real_dest) or len(matches) > 1:
+                parent = make_dirs(root, dest, parent_mode, copier.owner)
                 copier.copy_entry(src, os.path.join(parent, os.path.basename(rel)), rel)
             else:
-                parent = _mkdirs(root, os.path.dirname(dest) or "/", parent_mode, copier.owner)
+                parent = make_dirs(root, os.path.dirname(dest) or "/", parent_mode, copier.owner)
                 copier.copy_entry(src, os.path.join(parent, os.path.basename(dest)), rel)
+    return copier.warnings
 
 
 def include_matcher(patterns: Any) -> PatternMatcher:
@@ -320,24 +322,24 @@ def include_matcher(patterns: Any) -> PatternMatcher:
                           or ["**"])
 
 
-def _copy_parents(root: str, action: dict[str, Any], copier: _Copier, parent_mode: int) -> None:
+def _copy_parents(root: str, action: CopyFiles, src_root: str, copier: _Copier,
+                  parent_mode: int) -> None:
     """COPY --parents: each source is a pivot directory; what below it matches the include
     patterns lands in dest keeping its path relative to the pivot. Required paths (a
     --parents source without wildcards) must exist."""
-    src_root = action["src_root"]
-    for path in action.get("required_paths", ()):
+    for path in action.required_paths:
         if not os.path.lexists(resolve_in_root(src_root, path)):
             raise UserError(f'"{path}": not found', code="copy-source-missing")
-    include = include_matcher(action.get("include_patterns") or ())
+    include = include_matcher(action.include_patterns)
     pivots: list[str] = []
-    for pattern in action["sources"]:
+    for pattern in action.sources:
         matches = _matches(src_root, pattern)
         if not matches and not _WILDCARD.search(pattern):
             raise UserError(f'"{pattern}": not found', code="copy-source-missing")
         pivots.extend(matches)
     if not pivots:
         return  # a wildcard pivot that matches nothing copies nothing (and makes no dest)
-    target = _mkdirs(root, action["dest"], parent_mode, copier.owner)
+    target = make_dirs(root, action.dest, parent_mode, copier.owner)
     for rel in pivots:
         pivot = resolve_in_root(src_root, rel) if rel else src_root
         if os.path.isdir(pivot):

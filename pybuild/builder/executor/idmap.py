@@ -15,8 +15,12 @@ import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pybuild.errors import UserError
+
+if TYPE_CHECKING:
+    from pybuild.builder.executor.protocol import IdExtent
 
 ROOT_FALLBACK_BASE = 1_000_000_000
 FULL_RANGE = 65536
@@ -44,15 +48,15 @@ class IdMap:
         parts += ["g"] + [f"{e.inside}:{e.outside}:{e.size}" for e in self.gid_extents]
         return ",".join(parts)
 
-    def nested_extents(self) -> list[dict[str, int]]:
+    def nested_extents(self) -> tuple[IdExtent, ...]:
         """The container's map, relative to the sandbox namespace: identity, split at 1
         so that each extent fits in one extent of the parent map."""
+        from pybuild.builder.executor.protocol import IdExtent  # (builds that run steps)
+
         if self.size == 1:
-            return [{"containerID": 0, "hostID": 0, "size": 1}]
-        return [
-            {"containerID": 0, "hostID": 0, "size": 1},
-            {"containerID": 1, "hostID": 1, "size": self.size - 1},
-        ]
+            return (IdExtent(container_id=0, host_id=0, size=1),)
+        return (IdExtent(container_id=0, host_id=0, size=1),
+                IdExtent(container_id=1, host_id=1, size=self.size - 1))
 
 
 def _subid_range(path: str, user: str, uid: int) -> tuple[int, int] | None:

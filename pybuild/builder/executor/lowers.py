@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from collections.abc import Sequence
 
+from pybuild.builder.executor.protocol import PathEntry, PathProbe
 from pybuild.layers import xattrs as xa
-
-_OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque",
-                  "user.fuseoverlayfs.opaque")
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -25,16 +23,14 @@ def _is_whiteout(st: os.stat_result) -> bool:
 def _opaque(path: str) -> bool:
     if os.path.exists(os.path.join(path, ".wh..wh..opq")):
         return True
-    return any(xa.get(path, name) == b"y" for name in _OPAQUE_XATTRS)
+    return any(xa.get(path, name) == b"y" for name in xa.OPAQUE_XATTRS)
 
 
-def probe_path(lowers: list[str], path: str) -> dict[str, Any]:
-    """The merged view of `path`'s components, outermost first, up to the first one that
-    is missing or not a directory: {"chain": [{mode, uid, gid, mtime_ns, xattrs (hex)}],
-    "missing": whether the walk stopped at a missing component}. `lowers` is top first."""
+def probe_path(lowers: Sequence[str], path: str) -> PathProbe:
+    """The merged view of `path`'s components (see PathProbe); `lowers` is top first."""
     parts = [p for p in path.split("/") if p and p != "."]
     visible = list(lowers)
-    chain: list[dict[str, Any]] = []
+    chain: list[PathEntry] = []
     rel = ""
     for part in parts:
         rel = f"{rel}/{part}" if rel else part
@@ -56,14 +52,12 @@ def probe_path(lowers: list[str], path: str) -> dict[str, Any]:
             if _opaque(candidate):
                 break
         if top is None:
-            return {"chain": chain, "missing": True}
+            return PathProbe(chain=tuple(chain), missing=True)
         found, st = top
-        chain.append({
-            "mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
-            "mtime_ns": st.st_mtime_ns,
-            "xattrs": {k: v.hex() for k, v in xa.read_content(found).items()},
-        })
+        chain.append(PathEntry(mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
+                               mtime_ns=st.st_mtime_ns,
+                               xattrs=tuple(xa.read_content(found).items())))
         if not stat.S_ISDIR(st.st_mode):
             break
         visible = below
-    return {"chain": chain, "missing": False}
+    return PathProbe(chain=tuple(chain), missing=False)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pybuild.builder.executor.protocol import IdExtent
 
 # Docker's default capability set, which BuildKit also gives RUN steps.
 DEFAULT_CAPS = (
@@ -71,15 +74,18 @@ def base_mounts(*, new_netns: bool) -> list[SpecMount]:
     return mounts
 
 
-def make_config(spec: StepSpec, *, rootfs: str, id_extents: list[dict[str, int]]) -> dict[str, Any]:
+def make_config(spec: StepSpec, *, rootfs: str,
+                id_extents: Sequence[IdExtent]) -> dict[str, Any]:
     caps = list(DEFAULT_CAPS)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]
     if spec.network != "host":
         namespaces.append({"type": "network"})
+    mappings = [{"containerID": e.container_id, "hostID": e.host_id, "size": e.size}
+                for e in id_extents]
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "uidMappings": id_extents,
-        "gidMappings": id_extents,
+        "uidMappings": mappings,
+        "gidMappings": mappings,
     }
     if not spec.insecure:
         linux["maskedPaths"] = list(MASKED_PATHS)

@@ -3,44 +3,45 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pybuild.builder.executor.daemon.cleanup import rmtree
+from pybuild.builder.executor.daemon.linux import MS_RDONLY, mount, umount
 from pybuild.errors import UserError
+from pybuild.layers.xattrs import OPAQUE_XATTR
 
 SNAPSHOTTERS = ("overlay", "fuse-overlayfs", "copy")
 ENV_VAR = "PYBUILD_SNAPSHOTTER"
 
-MS_RDONLY = 1
-MNT_DETACH = 2
-OPAQUE_XATTR = "user.overlay.opaque"
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    ret = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                      ctypes.c_ulong(flags), data.encode() if data else None)
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+def distinct_lowers(lowers: Iterable[str]) -> list[str]:
+    """Lower dirs (top first) with only the topmost of each repeated one: overlayfs
+    refuses a lowerdir given twice (ELOOP), and a chain can hold one snapshot twice (two
+    byte-identical layers, A,B,A, an image that repeats its empty layer). Dropping the
+    lower copies changes nothing: the topmost has every path of the others, with the
+    same whiteouts and opaque marks."""
+    return list(dict.fromkeys(lowers))
 
 
-def umount(target: str, flags: int = MNT_DETACH) -> None:
-    if _libc.umount2(target.encode(), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+def mount_lowers(target: str, lowers: Iterable[str], empty: str) -> None:
+    """A read-only overlay of `lowers` (top first) at `target`; `empty` is an empty dir
+    to stack under them (an overlay needs two lowers without an upper)."""
+    os.makedirs(empty, exist_ok=True)
+    opt = "lowerdir=" + ":".join([*distinct_lowers(lowers), empty])
+    mount("overlay", target, "overlay", MS_RDONLY, opt)
 
 
 @dataclass(slots=True)
 class MountedRoot:
     """A step's root: `merged` is what the step sees; `upper` receives its changes
-    (overlay format) once the root is released."""
+    (overlay format) once the root is released. `lowers` are top first, each once."""
 
     step_dir: str
     merged: str
@@ -48,6 +49,9 @@ class MountedRoot:
     work: str
     lowers: list[str]
     mounted: bool = False
+
+    def __post_init__(self) -> None:
+        self.lowers = distinct_lowers(self.lowers)
 
 
 class Snapshotter(Protocol):
@@ -142,23 +146,9 @@ class CopySnapshotter:
             return
         before = self._before.pop(root.merged, {})
         _diff_to_upper(root.merged, before, root.upper)
-        _rmtree(root.merged)
+        rmtree(root.merged)
         os.makedirs(root.merged, exist_ok=True)
         root.mounted = False
-
-
-def _rmtree(path: str) -> None:
-    def onerror(func: object, p: str, exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-        with contextlib.suppress(OSError):
-            func(p)  # type: ignore[operator]
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, onerror=onerror)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def _copy_meta(src: str, dst: str, st: os.stat_result) -> None:
@@ -200,7 +190,7 @@ def _apply_lower(src_root: str, dst_root: str) -> None:
                 opaque = False
             if os.path.lexists(dst_dir) and (opaque or not os.path.isdir(dst_dir)
                                              or os.path.islink(dst_dir)):
-                _rmtree(dst_dir)
+                rmtree(dst_dir)
             if not os.path.lexists(dst_dir):
                 os.mkdir(dst_dir, 0o700)
             dirs.append((dirpath, dst_dir, os.lstat(dirpath)))
@@ -218,7 +208,7 @@ def _apply_lower(src_root: str, dst_root: str) -> None:
             dst = os.path.join(dst_dir, name)
             st = os.lstat(src)
             if os.path.lexists(dst):
-                _rmtree(dst)
+                rmtree(dst)
             if _is_whiteout(st):
                 continue
             key = (st.st_dev, st.st_ino)
@@ -352,7 +342,7 @@ def _try(snap: Snapshotter, scratch: str) -> str | None:
         os.makedirs(os.path.join(root.lowers[0], "d"), exist_ok=True)
         snap.mount(root)
         try:
-            _rmtree(os.path.join(root.merged, "d"))
+            rmtree(os.path.join(root.merged, "d"))
             os.mkdir(os.path.join(root.merged, "d"))
         finally:
             snap.release(root)
@@ -360,7 +350,7 @@ def _try(snap: Snapshotter, scratch: str) -> str | None:
     except (OSError, UserError) as exc:
         return str(exc)
     finally:
-        _rmtree(scratch)
+        rmtree(scratch)
 
 
 def make_snapshotter(name: str) -> Snapshotter:

@@ -37,9 +37,10 @@ def dest_path(workdir: str, dest: str) -> tuple[str, bool]:
 
 
 def chown_of(text: str) -> Chown:
-    """`user[:group]` as written (names are resolved by the executor, in the stage)."""
-    user, _, group = text.partition(":")
-    return Chown(user=user, group=group)
+    """`user[:group]` as written (names are resolved by the executor, in the stage).
+    `user:` (an empty group) is group 0, as BuildKit's llb.WithUser marshals it."""
+    user, sep, group = text.partition(":")
+    return Chown(user=user, group=group or ("0" if sep else ""))
 
 
 def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruction,

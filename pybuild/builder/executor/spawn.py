@@ -4,7 +4,7 @@ Light to import (no asyncio, no dataclasses) so that a build can start the daemo
 thing: the daemon's interpreter start-up and imports (~0.1 s) then overlap with pybuild's
 own imports and the frontend. A thread answers the handshake as soon as the daemon asks
 and sends the requests queued with `prefetch` (unpacking a base image while the frontend
-still runs), all without the event loop. `client.Sandbox` then takes the pipes over.
+still runs), all without the event loop. `rpc.SandboxClient` then takes the pipes over.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pybuild.builder.executor.idmap import IdMap
+    from pybuild.builder.executor.protocol import Call
 
-MODULE = "pybuild.builder.executor.sandboxd"
+MODULE = "pybuild.builder.executor.daemon"
 
 
 class Process:
@@ -107,7 +108,7 @@ class Process:
 
 class DaemonProcess:
     """One sandbox daemon process, from its start to its exit: `handshake` maps its ids
-    (in a thread); `client.Sandbox` speaks to it once the handshake is over.
+    (in a thread); `rpc.SandboxClient` speaks to it once the handshake is over.
 
     Create it from a thread that lives as long as the daemon (the main thread): the
     daemon's parent-death signal fires when the thread that started it exits."""
@@ -122,9 +123,9 @@ class DaemonProcess:
         self.proc = Process([sys.executable, "-S", "-m", MODULE], env)
         self.ids = itertools.count(1)  # request ids, shared with the client
         self.adopted = False  # the pipes belong to the event loop's transports now
-        # Requests sent before the client took over, by id: (op, params). Their replies
-        # wait in the pipe for the client.
-        self.early: dict[int, tuple[str, dict[str, Any]]] = {}
+        # Requests sent before the client took over, by id. Their replies wait in the pipe
+        # for the client.
+        self.early: dict[int, Call[Any]] = {}
         self._queued: list[bytes] = []
         self._failure: tuple[str, str] | None = None  # (message, hint) of a failed start
         self._ready = False
@@ -202,18 +203,18 @@ class DaemonProcess:
 
     # -- for the builder and the client -------------------------------------------------------
 
-    def prefetch(self, op: str, **params: Any) -> None:
+    def prefetch(self, call: Call[Any]) -> None:
         """Send a request as soon as the daemon is ready, before the client takes over
         (ignored after that: the client sends its own). Its reply goes to the client,
-        which hands it to the first identical request (see `client.LazySandbox`)."""
-        import json
+        which hands it to the first identical request (see `sandbox.SandboxExecutor`)."""
+        from pybuild.builder.executor.protocol import Request, encode
 
         with self._lock:
             if self.adopted or (self._done and not self._ready):
                 return
             rid = next(self.ids)
-            self.early[rid] = (op, params)
-            line = json.dumps({"id": rid, "op": op, **params}).encode() + b"\n"
+            self.early[rid] = call
+            line = encode(Request(id=rid, call=call))
             if self._ready:
                 self._write(line)
             else:
