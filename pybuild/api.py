@@ -893,8 +893,10 @@ def _compressed(stores: Stores, desc: Descriptor, kind: str | None) -> Descripto
 
 def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name: str = "",
                  platform: Platform | None = None,
-                 registry: RegistryOptions | None = None, compression: str = "gzip") -> str:
-    """Write a stored image to the destination of one `--output` value; returns a summary."""
+                 registry: RegistryOptions | None = None, compression: str = "gzip",
+                 warn: Callable[[str], None] | None = None) -> str:
+    """Write a stored image to the destination of one `--output` value; returns a summary.
+    `warn` gets the exporter's warnings (e.g. what type=local left out)."""
     import sys
 
     from pybuild.exporters.base import (
@@ -936,8 +938,9 @@ def export_image(stores: Stores, desc: Descriptor, spec_text: str, default_name:
                                   platform=platform).export(stores.content, desc)
             return f"docker archive {spec.dest}"
         case LocalOutput():
-            LocalExporter(spec.dest, platform=platform,
-                          platform_split=spec.platform_split).export(stores.content, desc)
+            LocalExporter(spec.dest, platform=platform, platform_split=spec.platform_split,
+                          privileged_files=spec.privileged_files,
+                          warn=warn).export(stores.content, desc)
             return f"directory {spec.dest}"
         case TarOutput():
             TarExporter(dest_of(spec.dest), platform=platform,

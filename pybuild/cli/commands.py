@@ -252,7 +252,8 @@ def _export_descriptor(stores: Any, desc: Any, spec: str, default_name: str = ""
     from pybuild.api import export_image
 
     what = export_image(stores, desc, spec, default_name, registry=registry,
-                        compression=compression)
+                        compression=compression,
+                        warn=lambda text: print(f"WARNING: {text}", file=sys.stderr))
     print(f"exported {desc.digest} to {what}", file=sys.stderr)
 
 
