@@ -206,7 +206,7 @@ def write_local(
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pybuild-export-", dir=root))
     except OSError as exc:
-        raise LayerWriteError(what="type=local export", dest=str(root), entry="",
+        raise LayerWriteError(doing="type=local export", dest=str(root), entry="",
                               cause=exc) from None
     left_out = Flattened()
     try:
@@ -220,7 +220,7 @@ def write_local(
             _move_into(staging, root)
             staging.rmdir()
         except OSError as exc:
-            raise LayerWriteError(what="type=local export", dest=str(root),
+            raise LayerWriteError(doing="type=local export", dest=str(root),
                                   entry=getattr(exc, "filename", "") or "", cause=exc) from None
     except BaseException:
         _force_rmtree(staging)
@@ -427,6 +427,6 @@ class TarExporter:
             )
         except OSError as exc:  # writing the tar itself: a full disk, an unwritable dest
             where = str(self.dest) if isinstance(self.dest, str | os.PathLike) else "stdout"
-            raise LayerWriteError(what="type=tar export", dest=where, entry="",
+            raise LayerWriteError(doing="type=tar export", dest=where, entry="",
                                   cause=exc) from None
         return descriptor

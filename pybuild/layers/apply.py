@@ -174,7 +174,8 @@ class _Applier:
             entry = b""
             self._finish_dirs()
         except OSError as err:
-            raise LayerWriteError(what=self.what, dest=self.dest, entry=entry, cause=err) from None
+            raise LayerWriteError(doing=f"unpacking {self.what}", dest=self.dest, entry=entry,
+                                  cause=err) from None
         self.stats.tar_size = reader.size
         self.stats.diff_id = reader.diff_id
         return self.stats
@@ -557,7 +558,7 @@ def apply_layer(
     `.wh.x` is just a file. `privileges` chooses whether devices, set-id bits and file
     capabilities are written; `limits` bounds decompression; `layer` names the layer in
     errors (e.g. "layer sha256:...")."""
-    what = layer or "layer"
+    what = layer or "a layer"
     applier = _Applier(
         dest,
         overlay=overlay_format,

@@ -172,7 +172,7 @@ def decompressed(
     *,
     close_source: bool = False,
     limits: ExpansionLimits = DEFAULT_LIMITS,
-    what: str = "layer",
+    what: str = "a layer",
 ) -> BinaryIO:
     """Wrap `stream` so that reads return the uncompressed tar bytes; a stream expanding
     beyond `limits` raises LayerTooLargeError naming `what`."""

@@ -36,11 +36,12 @@ class LayerWriteError(LayerError):
 
     code = "layer-write"
 
-    def __init__(self, *, what: str, dest: str, entry: bytes | str, cause: OSError) -> None:
+    def __init__(self, *, doing: str, dest: str, entry: bytes | str, cause: OSError) -> None:
+        """`doing`: what was under way, e.g. "unpacking layer sha256:..."."""
         reason = cause.strerror or str(cause)
         where = f" {shown_name(entry)}" if entry else ""
         super().__init__(
-            f"{what}: cannot write{where} into {dest}: {reason}",
+            f"{doing}: cannot write{where} into {dest}: {reason}",
             hint=_HINTS.get(cause.errno or 0),
         )
         self.entry = entry
