@@ -38,7 +38,7 @@ from pybuild.layers.decompress import (
     decompressed,
     open_layer_stream,
 )
-from pybuild.layers.errors import LayerError, LayerWriteError
+from pybuild.layers.errors import LayerError, LayerWriteError, shown_name
 from pybuild.layers.tarreader import TarEntry, TarReader
 from pybuild.layers.xattrs import CAPABILITY, is_overlay_xattr
 
@@ -99,6 +99,27 @@ class ApplyStats:
     def warn(self, message: str) -> None:
         if len(self.warnings) < _MAX_WARNINGS:
             self.warnings.append(message)
+
+
+_MAX_ID = (1 << 32) - 2  # (uid_t)-1 means "leave unchanged" to chown
+_NS_LIMIT = (1 << 63) - 1  # utimensat takes a 64-bit time_t worth of nanoseconds
+
+
+def _ns(mtime: int) -> tuple[int, int]:
+    """atime and mtime in ns; an absurd PAX mtime is clamped, not a crash."""
+    ns = max(-_NS_LIMIT, min(mtime * 1_000_000_000, _NS_LIMIT))
+    return ns, ns
+
+
+def _check(e: TarEntry) -> None:
+    """What the kernel could not even be asked for: a name or link with a NUL byte, an
+    owner no uid_t holds."""
+    if b"\0" in e.name or b"\0" in e.linkname:
+        raise LayerError(f"layer entry {shown_name(e.name)} has a NUL byte in its name or link")
+    if not (0 <= e.uid <= _MAX_ID and 0 <= e.gid <= _MAX_ID):
+        raise LayerError(f"layer entry {shown_name(e.name)} has an invalid owner {e.uid}:{e.gid}")
+    if any("\0" in name for name in e.xattrs):
+        raise LayerError(f"layer entry {shown_name(e.name)} has a NUL byte in an xattr name")
 
 
 def _clean(name: bytes) -> list[bytes]:
@@ -226,6 +247,7 @@ class _Applier:
     # -- entries ----------------------------------------------------------------
 
     def _entry(self, e: TarEntry, reader: TarReader) -> None:
+        _check(e)
         parts = _clean(e.name)
         if not parts:
             if self.overlay and e.type == tf.DIR:
@@ -312,7 +334,7 @@ class _Applier:
             self._chown(fd, e)
             self._set_xattrs(fd, e, user_ok=True)
             os.fchmod(fd, self._mode(e))
-            os.utime(fd, ns=(e.mtime * 1_000_000_000,) * 2)
+            os.utime(fd, ns=_ns(e.mtime))
         finally:
             os.close(fd)
         self.stats.files += 1
@@ -327,8 +349,13 @@ class _Applier:
         else:
             kind = stat.S_IFCHR if e.type == tf.CHR else stat.S_IFBLK
             try:
+                device = os.makedev(e.devmajor, e.devminor)
+            except (OverflowError, ValueError):
+                raise LayerError(f"device {shown_name(e.name)} has an invalid number "
+                                 f"{e.devmajor}:{e.devminor}") from None
+            try:
                 # By path (through /proc's handle on `parent`): os.mknod's plain signature.
-                os.mknod(self.main.path_of(base), kind | 0o600, os.makedev(e.devmajor, e.devminor))
+                os.mknod(self.main.path_of(base), kind | 0o600, device)
             except PermissionError:
                 # Real devices cannot be created inside a user namespace.
                 self.stats.skipped_devices += 1
@@ -455,7 +482,7 @@ class _Applier:
         self._chown(target, e)
         self._set_xattrs(target, e, user_ok=False)
         parent, base = target
-        os.utime(base, ns=(e.mtime * 1_000_000_000,) * 2, dir_fd=parent, follow_symlinks=False)
+        os.utime(base, ns=_ns(e.mtime), dir_fd=parent, follow_symlinks=False)
 
     def _chown(self, target: _Target, e: TarEntry) -> None:
         try:
@@ -519,7 +546,7 @@ class _Applier:
 
     @staticmethod
     def _finish_dir(parent: int, name: bytes, mode: int, mtime: int, ino: int) -> None:
-        times = (mtime * 1_000_000_000,) * 2
+        times = _ns(mtime)
         try:
             fd = read_dir_fd(parent, name)
         except PermissionError:

@@ -497,6 +497,37 @@ def test_decompression_bomb_is_refused(side: Side, base_layout: Path) -> None:
         _nothing_escaped(side, world, out, before)
 
 
+def test_export_over_an_earlier_hostile_export(side: Side, base_layout: Path) -> None:
+    """`type=local` writes over what is there: symlinks a first image left in the
+    destination are replaced, never written through, by a second image's directories."""
+    with _world(side) as world:
+        before = _state(world)
+        first = [hl.sym("hostile/x", str(world.victims["root"])),
+                 hl.sym("top", str(world.victims["id"])),
+                 hl.sym("mine", str(world.victims["user"]))]
+        second = [hl.d("hostile/x/sub", 0o777, 0), hl.f("hostile/x/new", b"b"),
+                  hl.d("top/sub", 0o777, 0), hl.f("top/sub/file", b"b"),
+                  hl.f("mine", b"a file now")]
+        dest = world.work / "out"
+        (dest / "kept").mkdir(parents=True)
+        (dest / "kept" / "user-file").write_bytes(b"the user's")
+        for n, entries in enumerate((first, second)):
+            hl.write_layout(world.work / f"layout{n}", [hl.layer(entries)])
+            side.hand_over(world.work)
+            image = f"over{n}-{world.token}:1"
+            r = side.run("load", "-i", str(world.work / f"layout{n}"), "-t", image)
+            assert r.code == 0, r.err
+            r = side.run("export", image, "-o", f"type=local,dest={dest}")
+            assert r.code == 0, r.err
+        assert (dest / "hostile" / "x").is_dir() and not (dest / "hostile" / "x").is_symlink()
+        assert stat.S_IMODE((dest / "hostile" / "x" / "sub").stat().st_mode) == 0o777
+        assert (dest / "top" / "sub" / "file").read_bytes() == b"b"
+        assert (dest / "mine").read_bytes() == b"a file now"
+        assert (dest / "kept" / "user-file").read_bytes() == b"the user's"
+        assert _state(world) == before
+        assert _host_leaks(world) == []
+
+
 def test_diff_id_lie_is_a_clean_error_or_a_clean_refusal(base_layout: Path) -> None:
     """A config whose diff_id is not its layer's: every path succeeds or fails cleanly
     (the snapshot side of F2 is fixed elsewhere), and a refused export leaves nothing.
@@ -565,35 +596,40 @@ def test_full_disk_is_one_clean_line_and_leaves_nothing(root_side: Side,
 
 
 def test_full_disk_in_the_sandbox_unpack(base_layout: Path) -> None:
-    """ENOSPC while the daemon unpacks a snapshot: one clean line naming the entry, the
-    half-written snapshot is gone, and the same build succeeds once there is room."""
+    """ENOSPC while the daemon unpacks a snapshot (a 12 MiB tmpfs over the root's
+    snapshot dir, so that only unpacks run out of room): one clean line naming the entry,
+    no half-written snapshot, and the same build succeeds once there is room."""
     base = traversable_dir("pybuild-hostile-full-")
+    root = base / "root"
     try:
-        with _small_tmpfs(base / "fs", "64m") as fs:
-            root = fs / "root"
-            loaded = run_pybuild(root, "load", "-i", str(base_layout), "-t", "busybox:latest")
-            assert loaded.code == 0, loaded.err
-            big = hl.layer([hl.f("hostile/big", os.urandom(16 << 20))])
-            hl.write_layout(base / "layout", [big], base=base_layout)
-            assert run_pybuild(root, "load", "-i", str(base / "layout"), "-t", "full:1").code == 0
-            (base / "ctx").mkdir()
-            (base / "ctx" / "Dockerfile").write_text("FROM full:1\nRUN true\n")
-            st = os.statvfs(fs)
-            ballast = fs / "ballast"
-            with open(ballast, "wb") as f:  # leave 8 MiB: half of what the unpack needs
-                f.truncate(max(st.f_bavail * st.f_frsize - (8 << 20), 0))
-                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        loaded = run_pybuild(root, "load", "-i", str(base_layout), "-t", "busybox:latest")
+        assert loaded.code == 0, loaded.err
+        big = hl.layer([hl.f("hostile/big", os.urandom(16 << 20))])
+        hl.write_layout(base / "layout", [big], base=base_layout)
+        assert run_pybuild(root, "load", "-i", str(base / "layout"), "-t", "full:1").code == 0
+        for name, image in (("warm", "busybox"), ("ctx", "full:1")):
+            text = f"FROM {image}\nRUN true\n"
+            (base / name).mkdir()
+            (base / name / "Dockerfile").write_text(text)
+        r = run_pybuild(root, "build", str(base / "warm"))  # makes the sandbox dirs
+        assert r.code == 0, r.err
+        snaps = root / "sandbox" / "snapshots"
+        owner = os.stat(snaps)
+        subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        f"size=12m,mode=0755,uid={owner.st_uid},gid={owner.st_gid}",
+                        "tmpfs", str(snaps)], check=True)
+        try:
             r = run_pybuild(root, "build", "--progress", "plain", str(base / "ctx"))
             _clean(r, "build")
             errors = [x for x in r.err.splitlines() if x.startswith("error: ")]
             assert r.code == 1 and len(errors) == 1, r.err
             assert "cannot write 'hostile/big'" in errors[0], errors[0]
             assert "No space left on device" in errors[0], errors[0]
-            snaps = root / "sandbox" / "snapshots"
             assert not [p for p in snaps.iterdir() if (p / "hostile").exists()]
-            ballast.unlink()
-            r = run_pybuild(root, "build", "--progress", "plain", str(base / "ctx"))
-            assert r.code == 0, r.err
+        finally:
+            subprocess.run(["umount", "-l", str(snaps)], check=False)
+        r = run_pybuild(root, "build", "--progress", "plain", str(base / "ctx"))
+        assert r.code == 0, r.err
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

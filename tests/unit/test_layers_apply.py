@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -622,3 +623,56 @@ def test_full_disk_is_a_clear_error(dest: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(apply_mod.os, "write", full)
     with pytest.raises(LayerWriteError, match=r"cannot write .big. into .*No space left"):
         apply_layer(_tar(lambda t: _add(t, "big", data=b"x" * 100)), str(dest))
+
+
+# -- malformed input never escapes as anything but a LayerError --------------------------------
+
+
+def test_nul_bytes_bad_owners_and_absurd_times(dest: Path) -> None:
+    from tests import hostile_layouts as hl
+
+    for entry, message in (
+        (hl.f(b"a" * 120 + b"\0b", b"x"), "NUL byte"),  # long: in a PAX record
+        (hl.sym("s", "/etc" + "x" * 120 + "\0x"), "NUL byte"),
+        (hl.f("x", b"x", xattrs={"user.a\0b": b"1"}), "NUL byte"),
+        (hl.f("o", b"x", uid=1 << 40), "invalid owner"),
+    ):
+        data = hl.tar([entry])
+        if entry.name == "o":  # base-256 numbers: what GNU tar writes for big ids
+            data = bytearray(data)
+            data[108:116] = b"\x80" + (1 << 40).to_bytes(7, "big")
+            data[148:156] = b" " * 8
+            data[148:156] = b"%06o\0 " % sum(data[:512])
+            data = bytes(data)
+        with pytest.raises(LayerError, match=message):
+            apply_layer(io.BytesIO(data), str(dest))
+    apply_layer(io.BytesIO(hl.tar([hl.f("t", b"x", mtime=10**15)])), str(dest))
+    assert os.stat(dest / "t").st_mtime > 9e9  # clamped to what utimensat takes
+
+
+def test_mutated_layers_only_raise_layer_errors(tmp_path: Path) -> None:
+    import random
+    import shutil
+
+    from tests import hostile_layouts as hl
+
+    base = hl.tar([
+        hl.d("a"), hl.f("a/f", b"data" * 30, 0o4755, xattrs={"user.x": b"1"}),
+        hl.sym("a/s", "/etc"), hl.hard("a/h", "a/f"), hl.Entry("a/fifo", hl.FIFO),
+        hl.f("b/" + "x" * 150, b"long", uid=5, gid=6), hl.f(".wh.z"), hl.f("a/.wh..wh..opq"),
+    ])
+    rng = random.Random(9)
+    for i in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.choice([0, 0x2E, 0x2F, 0x37, 0xFF,
+                                                         rng.randrange(256)])
+        for off in range(0, len(data) - 512, 512):  # mostly past the checksum check
+            if data[off + 257 : off + 262] == b"ustar" and rng.random() < 0.9:
+                data[off + 148 : off + 156] = b" " * 8
+                data[off + 148 : off + 156] = b"%06o\0 " % sum(data[off : off + 512])
+        dest = tmp_path / f"d{i}"
+        dest.mkdir()
+        with contextlib.suppress(LayerError):
+            apply_layer(io.BytesIO(bytes(data)), str(dest), overlay_format=i % 2 == 0)
+        shutil.rmtree(dest)
