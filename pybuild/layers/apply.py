@@ -205,8 +205,8 @@ class _Applier:
 
     def _key(self, name: bytes) -> bytes:
         """The resolved path of `name` in the main stack's top, relative to dest."""
-        names = self.main.names
-        return b"/".join((*names, name)) if names else name
+        top = self.main.key
+        return top + b"/" + name if top else name
 
     def _parent(self, parts: list[bytes], *, create: bool) -> int | None:
         return self.main.resolve(parts, create=create, blocked=self._blocked)
@@ -303,20 +303,26 @@ class _Applier:
         elif not stat.S_ISDIR(st.st_mode):
             self._remove(parent, base, st)
             os.mkdir(base, 0o700, dir_fd=parent)
-        try:
-            fd = read_dir_fd(parent, base)
-        except PermissionError:
-            # An existing dir this user may not read (flattening as non-root): by name.
+        if not e.xattrs:
+            # The common case, by name: fchownat and fstatat never follow `base`, and
+            # `parent` is the directory just resolved. Two syscalls instead of four.
             self._chown((parent, base), e)
-            self._set_xattrs((parent, base), e, user_ok=True)
             ino = os.stat(base, dir_fd=parent, follow_symlinks=False).st_ino
         else:
             try:
-                self._chown(fd, e)
-                self._set_xattrs(fd, e, user_ok=True)
-                ino = os.fstat(fd).st_ino
-            finally:
-                os.close(fd)
+                fd = read_dir_fd(parent, base)
+            except PermissionError:
+                # An existing dir this user may not read (flattening as non-root).
+                self._chown((parent, base), e)
+                self._set_xattrs((parent, base), e, user_ok=True)
+                ino = os.stat(base, dir_fd=parent, follow_symlinks=False).st_ino
+            else:
+                try:
+                    self._chown(fd, e)
+                    self._set_xattrs(fd, e, user_ok=True)
+                    ino = os.fstat(fd).st_ino
+                finally:
+                    os.close(fd)
         self.dirs[key] = (e.mode, e.mtime, ino)
         self.stats.dirs += 1
 

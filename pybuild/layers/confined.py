@@ -71,12 +71,13 @@ class DirStack:
     stacks with `reset()`.
     """
 
-    __slots__ = ("_fds", "names", "root_path")
+    __slots__ = ("_fds", "_key", "names", "root_path")
 
     def __init__(self, root_fd: int, root_path: bytes) -> None:
         self.root_path = root_path
         self._fds = [root_fd]  # not owned: the root fd is closed by whoever opened it
         self.names: list[bytes] = []
+        self._key: bytes | None = b""
 
     @property
     def top(self) -> int:
@@ -85,13 +86,17 @@ class DirStack:
     @property
     def key(self) -> bytes:
         """The resolved path relative to the root (b"" for the root)."""
-        return b"/".join(self.names)
+        if self._key is None:
+            self._key = b"/".join(self.names)
+        return self._key
 
     def reset(self, depth: int = 0) -> None:
         fds = self._fds
-        while len(fds) > depth + 1:
-            os.close(fds.pop())
-        del self.names[depth:]
+        if len(fds) > depth + 1:
+            while len(fds) > depth + 1:
+                os.close(fds.pop())
+            del self.names[depth:]
+            self._key = None
 
     def close(self) -> None:
         self.reset()
@@ -99,6 +104,7 @@ class DirStack:
     def _push(self, name: bytes, fd: int) -> None:
         self.names.append(name)
         self._fds.append(fd)
+        self._key = None
 
     def resolve(
         self, parts: list[bytes], *, create: bool, blocked: Blocked | None = None
