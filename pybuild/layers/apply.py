@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pybuild.layers import tarformat as tf
-from pybuild.layers.confined import DirStack, open_root, read_dir_fd
+from pybuild.layers.confined import DirStack, open_root, read_dir_fd, remove_tree
 from pybuild.layers.decompress import (
     DEFAULT_LIMITS,
     ExpansionLimits,
@@ -39,6 +38,7 @@ from pybuild.layers.decompress import (
     open_layer_stream,
 )
 from pybuild.layers.errors import LayerError, LayerWriteError, shown_name
+from pybuild.layers.privileges import HOST_SAFE, KEEP_ALL, FilePrivileges
 from pybuild.layers.tarreader import TarEntry, TarReader
 from pybuild.layers.xattrs import CAPABILITY, is_overlay_xattr
 
@@ -59,19 +59,6 @@ _MAX_WARNINGS = 50
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SETID = stat.S_ISUID | stat.S_ISGID
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FilePrivileges:
-    """Which privilege-carrying parts of a layer are written."""
-
-    devices: bool = True  # block and character device nodes (whiteouts are not devices)
-    setid: bool = True  # set-uid and set-gid bits of non-directories
-    capabilities: bool = True  # the security.capability xattr
-
-
-KEEP_ALL = FilePrivileges()
-HOST_SAFE = FilePrivileges(devices=False, setid=False, capabilities=False)
 
 
 @dataclass
@@ -239,7 +226,7 @@ class _Applier:
     def _remove(self, parent: int, name: bytes, st: os.stat_result) -> None:
         """Delete `name` (never followed) to make room for a new entry."""
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(os.fsdecode(name), dir_fd=parent)
+            remove_tree(parent, name)
             self.side.reset()  # it may have held the removed dir
         else:
             os.unlink(name, dir_fd=parent)
@@ -475,7 +462,7 @@ class _Applier:
                             os.close(sub)
                     continue
                 if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(text, dir_fd=fd)
+                    remove_tree(fd, name)
                 else:
                     os.unlink(name, dir_fd=fd)
         finally:

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable
 
 from pybuild.layers.errors import LayerError
 
-__all__ = ["DIR_FLAGS", "MAX_SYMLINK_HOPS", "DirStack", "open_root", "path_at", "read_dir_fd"]
+__all__ = [
+    "DIR_FLAGS",
+    "MAX_SYMLINK_HOPS",
+    "DirStack",
+    "open_root",
+    "path_at",
+    "read_dir_fd",
+    "remove_tree",
+]
 
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -60,6 +69,31 @@ def open_root(path: str) -> int:
 def read_dir_fd(parent: int, name: bytes) -> int:
     """`name` (a directory, never a symlink) opened for reading, fchmod and fsetxattr."""
     return os.open(name, _READ_DIR, dir_fd=parent)
+
+
+def remove_tree(parent: int, name: bytes) -> None:
+    """Delete the directory `name` in `parent` and all below, never following a symlink.
+    Directories the user may not read or write (an earlier layer's 0555, as a non-root
+    user) are opened up first: this is a tree being unpacked, not someone else's."""
+    try:
+        shutil.rmtree(os.fsdecode(name), dir_fd=parent)
+    except PermissionError:
+        _remove_forced(parent, name)
+
+
+def _remove_forced(parent: int, name: bytes) -> None:
+    os.chmod(name, 0o700, dir_fd=parent, follow_symlinks=False)
+    fd = os.open(name, _READ_DIR, dir_fd=parent)
+    try:
+        for text in os.listdir(fd):
+            child = os.fsencode(text)
+            if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_forced(fd, child)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
 
 
 class DirStack:

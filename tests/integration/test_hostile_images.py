@@ -497,6 +497,25 @@ def test_decompression_bomb_is_refused(side: Side, base_layout: Path) -> None:
         _nothing_escaped(side, world, out, before)
 
 
+def test_read_only_dirs_of_a_lower_layer_can_be_removed(side: Side, base_layout: Path) -> None:
+    """A later layer deletes or replaces an earlier layer's 0555/0500 directories: fine
+    for an unprivileged user too (the applier opens them up; it owns that tree)."""
+    with _world(side) as world:
+        lower = hl.layer([hl.d("hostile/ro", 0o555), hl.f("hostile/ro/f", b"f"),
+                          hl.d("hostile/ro/inner", 0o555), hl.f("hostile/ro/inner/g", b"g"),
+                          hl.d("hostile/ro2", 0o500), hl.f("hostile/ro2/x", b"x")])
+        upper = hl.layer([hl.f("hostile/.wh.ro"), hl.f("hostile/ro2", b"now a file")])
+        out = _through_every_path(side, world, [lower, upper], base=base_layout,
+                                  paths=("sandbox", "export-local", "export-tar"))
+        for what, run in out.runs.items():
+            assert run.code == 0, f"{what}: {run.err}"
+        local = out.dests["export-local"] / "hostile"
+        assert not os.path.lexists(local / "ro")
+        assert (local / "ro2").read_bytes() == b"now a file"
+        names = set(_tar_members(out.dests["export-tar"]))
+        assert "hostile/ro2" in names and not any(n.startswith("hostile/ro/") for n in names)
+
+
 def test_export_over_an_earlier_hostile_export(side: Side, base_layout: Path) -> None:
     """`type=local` writes over what is there: symlinks a first image left in the
     destination are replaced, never written through, by a second image's directories."""
