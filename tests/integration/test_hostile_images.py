@@ -503,7 +503,8 @@ def test_read_only_dirs_of_a_lower_layer_can_be_removed(side: Side, base_layout:
     with _world(side) as world:
         lower = hl.layer([hl.d("hostile/ro", 0o555), hl.f("hostile/ro/f", b"f"),
                           hl.d("hostile/ro/inner", 0o555), hl.f("hostile/ro/inner/g", b"g"),
-                          hl.d("hostile/ro2", 0o500), hl.f("hostile/ro2/x", b"x")])
+                          hl.d("hostile/ro2", 0o500), hl.f("hostile/ro2/x", b"x"),
+                          hl.d("rotop", 0o555), hl.f("rotop/k", b"k")])
         upper = hl.layer([hl.f("hostile/.wh.ro"), hl.f("hostile/ro2", b"now a file")])
         out = _through_every_path(side, world, [lower, upper], base=base_layout,
                                   paths=("sandbox", "export-local", "export-tar"))
@@ -512,6 +513,10 @@ def test_read_only_dirs_of_a_lower_layer_can_be_removed(side: Side, base_layout:
         local = out.dests["export-local"] / "hostile"
         assert not os.path.lexists(local / "ro")
         assert (local / "ro2").read_bytes() == b"now a file"
+        # Moved out of the staging dir into place although a non-root user cannot
+        # normally move a directory it may not write; its mode and mtime as the image says.
+        st = (out.dests["export-local"] / "rotop").stat()
+        assert stat.S_IMODE(st.st_mode) == 0o555 and st.st_mtime == 1_700_000_000
         names = set(_tar_members(out.dests["export-tar"]))
         assert "hostile/ro2" in names and not any(n.startswith("hostile/ro/") for n in names)
 
@@ -523,8 +528,10 @@ def test_export_over_an_earlier_hostile_export(side: Side, base_layout: Path) ->
         before = _state(world)
         first = [hl.sym("hostile/x", str(world.victims["root"])),
                  hl.sym("top", str(world.victims["id"])),
-                 hl.sym("mine", str(world.victims["user"]))]
-        second = [hl.d("hostile/x/sub", 0o777, 0), hl.f("hostile/x/new", b"b"),
+                 hl.sym("mine", str(world.victims["user"])),
+                 hl.d("ro", 0o555), hl.f("ro/a", b"a")]
+        second = [hl.d("ro", 0o555), hl.f("ro/b", b"b"),
+                  hl.d("hostile/x/sub", 0o777, 0), hl.f("hostile/x/new", b"b"),
                   hl.d("top/sub", 0o777, 0), hl.f("top/sub/file", b"b"),
                   hl.f("mine", b"a file now")]
         dest = world.work / "out"
@@ -543,6 +550,8 @@ def test_export_over_an_earlier_hostile_export(side: Side, base_layout: Path) ->
         assert (dest / "top" / "sub" / "file").read_bytes() == b"b"
         assert (dest / "mine").read_bytes() == b"a file now"
         assert (dest / "kept" / "user-file").read_bytes() == b"the user's"
+        assert sorted(os.listdir(dest / "ro")) == ["a", "b"]  # merged into a 0555 dir
+        assert stat.S_IMODE((dest / "ro").stat().st_mode) == 0o555
         assert _state(world) == before
         assert _host_leaks(world) == []
 
