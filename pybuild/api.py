@@ -11,6 +11,7 @@ garbage collection) happens inside `build`; see `job` for the steps and `docs/ap
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -182,8 +183,10 @@ class Builder:
 
     def export(self, image: str | Descriptor, output: OutputSpec, *,
                platform: Platform | None = None, stdout: BinaryIO | None = None,
-               compression: str = "gzip") -> ExportReport:
-        """Write a stored image (a name, or a descriptor in the store) to `output`."""
+               compression: str = "gzip",
+               warn: Callable[[str], None] | None = None) -> ExportReport:
+        """Write a stored image (a name, or a descriptor in the store) to `output`;
+        `warn` gets what the exporter left out (e.g. device nodes for type=local)."""
         from pybuild import local_images
         from pybuild.exporters.run import export
         from pybuild.oci.reference import Reference
@@ -198,7 +201,7 @@ class Builder:
             desc = image
         return export(self.root.content, desc, output, names=names, platform=platform,
                       stdout=stdout, compression=compression,
-                      compression_memo=self.root.compression_memo)
+                      compression_memo=self.root.compression_memo, warn=warn)
 
     # -- registries ---------------------------------------------------------------------
 

@@ -371,7 +371,8 @@ async def _outputs(req: BuildRequest, root: Root, result: BuildResult, events: E
             continue
         report = await asyncio.to_thread(
             export, root.content, result.image, spec, names=req.tags, platform=platform,
-            stdout=stdout, compression=req.compression, compression_memo=root.compression_memo)
+            stdout=stdout, compression=req.compression, compression_memo=root.compression_memo,
+            warn=lambda text: events(Notice(text, level="warning")))
         events(Notice(f"exported {result.image.digest} to {report.describe()}"))
         reports.append(report)
     return dataclasses.replace(result, exports=tuple(reports), pushed=tuple(pushed))

@@ -225,7 +225,8 @@ def export(builder: Builder, image: str, outputs: list[str], platform: str) -> i
 
     specs = [parse_output(x) for x in outputs]
     for spec in specs:
-        report = builder.export(image, spec, platform=_platform(platform), stdout=_stdout())
+        report = builder.export(image, spec, platform=_platform(platform), stdout=_stdout(),
+                                warn=lambda text: print(f"WARNING: {text}", file=sys.stderr))
         print(f"exported {report.descriptor.digest} to {report.describe()}", file=sys.stderr)
     return 0
 

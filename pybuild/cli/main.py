@@ -130,7 +130,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--platform", default="", help="target platform, e.g. linux/arm64")
     b.add_argument("--label", action="append", help="set an image label KEY=VALUE")
     b.add_argument("-o", "--output", action="append", default=[],
-                   help="export the result: type=oci|docker|local|tar,dest=PATH[,tar=false]")
+                   help="export the result: type=oci|docker|local|tar,dest=PATH[,tar=false]; "
+                        "type=local leaves out device nodes, set-uid/set-gid bits and file "
+                        "capabilities unless privileged-files=true")
     b.add_argument("--no-cache", action="store_true", help="do not use the cache")
     b.add_argument("--no-cache-filter", action="append", default=[],
                    help="do not use the cache for these stages")
@@ -193,7 +195,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a stored image out (OCI layout, tarballs, ...)")
     e.add_argument("image")
     e.add_argument("-o", "--output", action="append", required=True,
-                   help="type=oci|docker|local|tar,dest=PATH[,tar=false]")
+                   help="type=oci|docker|local|tar,dest=PATH[,tar=false]; type=local leaves "
+                        "out device nodes, set-uid/set-gid bits and file capabilities unless "
+                        "privileged-files=true")
     e.add_argument("--platform", default="", help="for a multi-platform image")
 
     ld = sub.add_parser("load", help="import an OCI layout/archive or docker archive")

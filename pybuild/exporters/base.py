@@ -84,6 +84,9 @@ class LocalOutput:
 
     dest: str
     platform_split: bool | None = None  # None: split only for multi-platform results
+    # privileged-files=true: also write device nodes, set-uid/set-gid bits and file
+    # capabilities onto the host (left out by default; see exporters/local.py).
+    privileged_files: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +132,7 @@ _IMAGE_KEYS = frozenset(
 _KEYS: dict[str, frozenset[str]] = {
     "oci": frozenset({"type", "dest", "tar"}) | _IMAGE_KEYS,
     "docker": frozenset({"type", "dest"}) | _IMAGE_KEYS,
-    "local": frozenset({"type", "dest", "platform-split"}),
+    "local": frozenset({"type", "dest", "platform-split", "privileged-files"}),
     "tar": frozenset({"type", "dest", "platform-split"}),
     "image": frozenset({"type", "push", "push-by-digest", "registry.insecure", "unpack"})
     | _IMAGE_KEYS,
@@ -313,7 +316,8 @@ def parse_output(spec: str) -> OutputSpec:
                 raise _err(spec, "type=local writes a directory, which cannot go to stdout",
                            hint="use type=tar,dest=- for a tar stream")
             return LocalOutput(
-                dest=dest, platform_split=_optional_bool(spec, attrs, "platform-split")
+                dest=dest, platform_split=_optional_bool(spec, attrs, "platform-split"),
+                privileged_files=_optional_bool(spec, attrs, "privileged-files") or False,
             )
         case "tar":
             return TarOutput(

@@ -6,6 +6,7 @@ with the image store and the registry, not an exporter's, so they are not handle
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,10 +47,12 @@ class ExportReport:
 def export(store: ContentStore, image: Descriptor, spec: OutputSpec, *,
            names: tuple[str, ...] = (), platform: Platform | None = None,
            stdout: BinaryIO | None = None, compression: str = "gzip",
-           compression_memo: Path | None = None) -> ExportReport:
+           compression_memo: Path | None = None,
+           warn: Callable[[str], None] | None = None) -> ExportReport:
     """Write `image` (in `store`) where `spec` says. `names`: the image's names when the
     output gives none (-t); `stdout`: where `dest=-` (or no dest) writes, None to refuse;
-    `compression`: of layers, unless the output says."""
+    `compression`: of layers, unless the output says; `warn`: what an exporter left out
+    (e.g. the device nodes type=local does not write)."""
 
     def dest_of(dest: str | None) -> str | BinaryIO:
         if dest is None or dest == "-":
@@ -77,8 +80,9 @@ def export(store: ContentStore, image: Descriptor, spec: OutputSpec, *,
                                   platform=platform).export(store, packed)
             return ExportReport(kind="docker", destination=spec.dest or "-", descriptor=packed)
         case LocalOutput():
-            LocalExporter(spec.dest, platform=platform,
-                          platform_split=spec.platform_split).export(store, image)
+            LocalExporter(spec.dest, platform=platform, platform_split=spec.platform_split,
+                          privileged_files=spec.privileged_files,
+                          warn=warn).export(store, image)
             return ExportReport(kind="local", destination=spec.dest, descriptor=image)
         case TarOutput():
             TarExporter(dest_of(spec.dest), platform=platform,

@@ -1,16 +1,52 @@
-"""Open a layer blob whatever its compression, recognised by magic bytes."""
+"""Open a layer blob whatever its compression, recognised by magic bytes.
+
+Decompression is bounded: 10 GiB of zeros fit in a 10 MB gzip blob, and an image author
+would otherwise decide how much disk an unpack fills. `ExpansionLimits` caps the ratio of
+uncompressed to compressed bytes once a stream has produced more than a floor, and
+optionally the uncompressed size itself. The defaults never trip on real layers (base
+images expand 3-4x, text-heavy ones about 10x; deflate cannot exceed about 1030x, so only
+streams that are nearly all one repeated byte reach 100x) while a bomb is stopped after
+writing at most 100x its own size.
+"""
 
 from __future__ import annotations
 
 import gzip
 import io
 import zlib
+from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 import zstandard
 
-from pybuild.layers.errors import LayerError
+from pybuild.layers.errors import LayerError, LayerTooLargeError
 from pybuild.layers.zstdframes import ZstdFrameTracker
+
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpansionLimits:
+    """How far a compressed layer may expand before it is refused as a bomb."""
+
+    max_ratio: float | None = 100.0  # uncompressed / compressed bytes; None: no ratio limit
+    ratio_floor: int = 256 * _MIB  # the ratio applies once this much has been produced
+    max_bytes: int | None = None  # absolute cap on the uncompressed size; None: no cap
+
+    def exceeded(self, produced: int, consumed: int) -> bool:
+        if self.max_bytes is not None and produced > self.max_bytes:
+            return True
+        if self.max_ratio is None or produced <= self.ratio_floor:
+            return False
+        return produced > self.max_ratio * max(consumed, 1)
+
+
+DEFAULT_LIMITS = ExpansionLimits()
+NO_LIMITS = ExpansionLimits(max_ratio=None)
+
+
+def _size(n: int) -> str:
+    return f"{n / _MIB:.1f} MiB" if n < 1 << 30 else f"{n / (1 << 30):.1f} GiB"
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -30,6 +66,7 @@ class _Prefixed(io.RawIOBase):
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head = head
         self._rest = rest
+        self.consumed = len(head)  # compressed bytes taken from `rest`, head included
 
     def readable(self) -> bool:
         return True
@@ -43,6 +80,7 @@ class _Prefixed(io.RawIOBase):
         data = self._rest.read(len(b))
         n = len(data)
         b[:n] = data
+        self.consumed += n
         return n
 
 
@@ -63,11 +101,26 @@ class _ZstdChecked:
 
 
 class _Closing(io.RawIOBase):
-    """Reads from a decompressor and closes the underlying file with it."""
+    """Reads from a decompressor, enforces the expansion limits, and closes the
+    underlying file with it."""
 
-    def __init__(self, reader: BinaryIO, owned: list[BinaryIO]) -> None:
+    def __init__(
+        self,
+        reader: BinaryIO,
+        owned: list[BinaryIO],
+        *,
+        source: _Prefixed,
+        kind: str,
+        limits: ExpansionLimits,
+        what: str,
+    ) -> None:
         self._reader = reader
         self._owned = owned
+        self._source = source
+        self._kind = kind
+        self._limits = limits
+        self._what = what
+        self.produced = 0
 
     def readable(self) -> bool:
         return True
@@ -82,10 +135,30 @@ class _Closing(io.RawIOBase):
         # Pass big reads straight through: no copy into a caller buffer.
         try:
             if size is None or size < 0:
-                return self._reader.read()
-            return self._reader.read(size)
+                data = self._reader.read()
+            else:
+                data = self._reader.read(size)
         except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
             raise LayerError(f"corrupt compressed layer: {e}") from None
+        self.produced += len(data)
+        consumed = self._source.consumed if self._kind != "none" else self.produced
+        if self._limits.exceeded(self.produced, consumed):
+            raise self._too_large(consumed)
+        return data
+
+    def _too_large(self, consumed: int) -> LayerTooLargeError:
+        limits = self._limits
+        if limits.max_bytes is not None and self.produced > limits.max_bytes:
+            return LayerTooLargeError(
+                f"{self._what} expands past the limit of {_size(limits.max_bytes)}; "
+                "refusing to unpack it"
+            )
+        return LayerTooLargeError(
+            f"{self._what} is a decompression bomb: {_size(consumed)} of {self._kind} "
+            f"data expanded past {_size(self.produced)} (more than {limits.max_ratio:g}x); "
+            "refusing to unpack it",
+            hint="real layers expand 3-10x; this one is nearly all one repeated byte",
+        )
 
     def close(self) -> None:
         if not self.closed:
@@ -94,34 +167,44 @@ class _Closing(io.RawIOBase):
         super().close()
 
 
-def decompressed(stream: BinaryIO, *, close_source: bool = False) -> BinaryIO:
-    """Wrap `stream` so that reads return the uncompressed tar bytes."""
+def decompressed(
+    stream: BinaryIO,
+    *,
+    close_source: bool = False,
+    limits: ExpansionLimits = DEFAULT_LIMITS,
+    what: str = "a layer",
+) -> BinaryIO:
+    """Wrap `stream` so that reads return the uncompressed tar bytes; a stream expanding
+    beyond `limits` raises LayerTooLargeError naming `what`."""
     head = stream.read(4)
     while len(head) < 4:
         more = stream.read(4 - len(head))
         if not more:
             break
         head += more
-    source: BinaryIO = io.BufferedReader(_Prefixed(head, stream), 1 << 20)
+    prefixed = _Prefixed(head, stream)
+    source: BinaryIO = io.BufferedReader(prefixed, 1 << 20)
     owned = [stream] if close_source else []
     kind = detect_compression(head)
+    reader: BinaryIO
     if kind == "gzip":
-        reader: BinaryIO = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
-        return _Closing(reader, owned)  # type: ignore[return-value]
-    if kind == "zstd":
+        reader = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
+    elif kind == "zstd":
         checked: BinaryIO = _ZstdChecked(source)  # type: ignore[assignment]
-        zreader = zstandard.ZstdDecompressor().stream_reader(
+        reader = zstandard.ZstdDecompressor().stream_reader(
             checked, read_size=1 << 20, read_across_frames=True, closefd=False
         )
-        return _Closing(zreader, owned)  # type: ignore[return-value]
-    return _Closing(source, owned)  # type: ignore[return-value]
+    else:
+        reader = source
+    wrapped = _Closing(reader, owned, source=prefixed, kind=kind, limits=limits, what=what)
+    return wrapped  # type: ignore[return-value]
 
 
-def open_layer_stream(path: str) -> BinaryIO:
+def open_layer_stream(path: str, *, limits: ExpansionLimits = DEFAULT_LIMITS) -> BinaryIO:
     """Open a layer blob (gzip, zstd or plain tar) as an uncompressed byte stream."""
     f = open(path, "rb")  # noqa: SIM115 - closed by the returned stream
     try:
-        return decompressed(f, close_source=True)
+        return decompressed(f, close_source=True, limits=limits)
     except BaseException:
         f.close()
         raise

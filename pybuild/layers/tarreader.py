@@ -60,7 +60,10 @@ class TarReader:
     # -- raw input --------------------------------------------------------
 
     def _fill(self) -> bool:
-        chunk = self._stream.read(_READ)
+        try:
+            chunk = self._stream.read(_READ)
+        except OSError as err:  # the blob itself cannot be read (EIO, bad bzip2 data)
+            raise LayerError(f"cannot read the layer tar: {err.strerror or err}") from None
         if not chunk:
             return False
         self._sha.update(chunk)

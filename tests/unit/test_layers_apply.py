@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -322,3 +323,356 @@ def test_archive_without_end_blocks_and_junk_after_them(dest: Path) -> None:
     stats = apply_layer(io.BytesIO(padded), str(dest))
     assert stats.tar_size == len(padded)
     assert stats.diff_id == hashlib.sha256(padded).hexdigest()
+
+
+# -- confinement: every operation lands inside dest, at the moment it happens (F1) ----------
+
+
+def _entries(t: tarfile.TarFile, entries: list[tuple[str, bytes, int, str]]) -> None:
+    for name, kind, mode, link in entries:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 0
+        t.addfile(info)
+
+
+def _victim(tmp_path: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "file").write_bytes(b"precious")
+    for p in (victim / "sub" / "file", victim / "sub", victim):
+        os.chmod(p, 0o700 if p.is_dir() else 0o600)
+        os.utime(p, (1_234_567_890, 1_234_567_890))
+    return victim, _snapshot(victim)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for p in [root, *root.rglob("*")]:
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("overlay", [True, False])
+def test_deferred_dir_metadata_never_follows_a_later_symlink(
+    dest: Path, tmp_path: Path, overlay: bool
+) -> None:
+    victim, before = _victim(tmp_path)
+
+    def build(t: tarfile.TarFile) -> None:
+        _entries(t, [
+            ("d", tarfile.DIRTYPE, 0o755, ""),
+            ("d/sub", tarfile.DIRTYPE, 0o777, ""),
+            ("d", tarfile.SYMTYPE, 0o777, str(victim)),
+        ])
+
+    apply_layer(_tar(build), str(dest), overlay_format=overlay)
+    assert _snapshot(victim) == before
+    assert os.readlink(dest / "d") == str(victim)
+
+
+@pytest.mark.parametrize("overlay", [True, False])
+def test_entries_through_a_replaced_parent_stay_inside(
+    dest: Path, tmp_path: Path, overlay: bool
+) -> None:
+    """The parent of later entries becomes a symlink out of the tree: they are written
+    where the symlink points *inside* dest, and deferred metadata goes nowhere."""
+    victim, before = _victim(tmp_path)
+
+    def build(t: tarfile.TarFile) -> None:
+        _entries(t, [
+            ("d", tarfile.DIRTYPE, 0o755, ""),
+            ("d/sub", tarfile.DIRTYPE, 0o777, ""),
+            ("d", tarfile.SYMTYPE, 0o777, str(victim)),
+            ("d/sub", tarfile.DIRTYPE, 0o777, ""),
+            ("d/sub/file", tarfile.SYMTYPE, 0o777, "/etc/shadow"),
+            ("d/.wh.sub", tarfile.REGTYPE, 0o644, ""),
+            ("d/new", tarfile.DIRTYPE, 0o777, ""),
+        ])
+        _add(t, "d/sub/written", data=b"inside")
+
+    apply_layer(_tar(build), str(dest), overlay_format=overlay)
+    assert _snapshot(victim) == before
+    inside = dest / str(victim).lstrip("/")
+    assert (inside / "sub" / "written").read_bytes() == b"inside"
+    assert stat.S_IMODE(os.stat(inside / "new").st_mode) == 0o777
+
+
+def test_opaque_and_whiteout_through_a_symlink_stay_inside(dest: Path, tmp_path: Path) -> None:
+    victim, before = _victim(tmp_path)
+
+    def build(t: tarfile.TarFile) -> None:
+        _entries(t, [("d", tarfile.SYMTYPE, 0o777, str(victim))])
+        _add(t, "d/.wh..wh..opq")
+        _add(t, "d/sub/.wh.file")
+        _add(t, "d/.wh.sub")
+
+    for overlay in (False, True):
+        apply_layer(_tar(build), str(dest), overlay_format=overlay)
+        assert _snapshot(victim) == before
+
+
+def test_hardlink_through_an_inner_symlink_resolves_inside(dest: Path) -> None:
+    def build(t: tarfile.TarFile) -> None:
+        _add(t, "a/f", data=b"data")
+        _entries(t, [("b", tarfile.SYMTYPE, 0o777, "/a")])
+        _add(t, "l", tarfile.LNKTYPE, linkname="b/f")
+
+    apply_layer(_tar(build), str(dest))
+    assert os.stat(dest / "l").st_ino == os.stat(dest / "a" / "f").st_ino
+
+
+def test_hardlink_to_a_symlink_links_the_symlink(dest: Path, tmp_path: Path) -> None:
+    victim, before = _victim(tmp_path)
+
+    def build(t: tarfile.TarFile) -> None:
+        _entries(t, [("s", tarfile.SYMTYPE, 0o777, str(victim / "sub" / "file"))])
+        _add(t, "l", tarfile.LNKTYPE, linkname="s")
+
+    apply_layer(_tar(build), str(dest))
+    assert os.path.islink(dest / "l") and os.lstat(dest / "l").st_ino == os.lstat(dest / "s").st_ino
+    assert _snapshot(victim) == before
+
+
+def test_duplicate_entries_last_one_wins(dest: Path) -> None:
+    def build(t: tarfile.TarFile) -> None:
+        _add(t, "x", data=b"file")
+        _entries(t, [("x", tarfile.DIRTYPE, 0o751, "")])
+        _add(t, "x/child", data=b"c")
+        _entries(t, [("x", tarfile.DIRTYPE, 0o705, "")])
+        _add(t, "y", data=b"one")
+        _add(t, "y", data=b"two")
+        _entries(t, [("z", tarfile.DIRTYPE, 0o700, "")])
+        _add(t, "z", data=b"now a file")
+        _add(t, "w/inner", data=b"i")  # implicit parent w (0755) ...
+        _entries(t, [("w", tarfile.DIRTYPE, 0o701, "")])  # ... then its own entry
+
+    apply_layer(_tar(build), str(dest), overlay_format=False)
+    assert stat.S_IMODE(os.stat(dest / "x").st_mode) == 0o705
+    assert (dest / "x" / "child").read_bytes() == b"c"
+    assert (dest / "y").read_bytes() == b"two"
+    assert (dest / "z").read_bytes() == b"now a file"
+    assert stat.S_IMODE(os.stat(dest / "w").st_mode) == 0o701
+
+
+def test_a_dir_replaced_then_recreated_does_not_take_the_old_mode(dest: Path) -> None:
+    def build(t: tarfile.TarFile) -> None:
+        _entries(t, [("d", tarfile.DIRTYPE, 0o700, "")])
+        _add(t, "d", data=b"file")
+        _add(t, "d2/x", data=b"x")
+        _entries(t, [("d", tarfile.SYMTYPE, 0o777, "d2")])
+        _add(t, "d/y", data=b"y")
+
+    apply_layer(_tar(build), str(dest), overlay_format=False)
+    assert stat.S_IMODE(os.stat(dest / "d2").st_mode) == 0o755
+    assert (dest / "d2" / "y").read_bytes() == b"y"
+
+
+def test_deep_trees_beyond_path_max(dest: Path) -> None:
+    name = "/".join(["d" * 200] * 30)  # 6 KB, past PATH_MAX (4096)
+
+    apply_layer(_tar(lambda t: _add(t, name + "/f", data=b"deep")), str(dest))
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        for part in name.split("/"):
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        with open(os.open("f", os.O_RDONLY, dir_fd=fd), "rb") as f:
+            assert f.read() == b"deep"
+    finally:
+        os.close(fd)
+
+
+# -- privileges: devices, set-id bits, capabilities (F7) ----------------------------------------
+
+
+def _privileged_tar() -> io.BytesIO:
+    """Set-id files, a capability and a set-gid dir (LayerWriter), then two device nodes
+    (tarfile: LayerWriter only archives real devices)."""
+
+    def build(w: LayerWriter) -> None:
+        w.add_bytes("bin/suid", b"#!/bin/sh\n", mode=0o4755)
+        w.add_bytes("bin/sgid", b"#!/bin/sh\n", mode=0o2755)
+        w.add_bytes("bin/cap", b"x", xattrs={"security.capability": _CAP_SETUID})
+        w.add_dir("shared", mode=0o2775)
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=_writer_tar(build)) as src, tarfile.open(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT
+    ) as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+        for name, kind, (major, minor) in (("dev/mem", tarfile.CHRTYPE, (1, 1)),
+                                           ("dev/disk", tarfile.BLKTYPE, (7, 0))):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.devmajor, info.devminor = kind, 0o666, major, minor
+            dst.addfile(info)
+    out.seek(0)
+    return out
+
+
+# vfs_cap_data revision 2 with cap_setuid in permitted and effective.
+_CAP_SETUID = bytes.fromhex("01000002" "80000000" "00000000" "00000000" "00000000")
+
+
+def test_host_safe_leaves_out_devices_setid_and_capabilities(dest: Path) -> None:
+    stats = apply_layer(_privileged_tar(), str(dest), overlay_format=False,
+                        privileges=apply_mod.HOST_SAFE)
+    assert not (dest / "dev" / "mem").exists() and not (dest / "dev" / "disk").exists()
+    assert stats.dropped_devices == 2
+    assert stat.S_IMODE(os.stat(dest / "bin" / "suid").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(dest / "bin" / "sgid").st_mode) == 0o755
+    assert stats.stripped_setid == 2
+    assert "security.capability" not in os.listxattr(dest / "bin" / "cap")
+    assert stats.dropped_capabilities == 1
+    # A set-gid directory grants nothing; it keeps its bit.
+    assert stat.S_IMODE(os.stat(dest / "shared").st_mode) == 0o2775
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod and security.capability need root")
+def test_keep_all_writes_them_as_root(dest: Path) -> None:
+    stats = apply_layer(_privileged_tar(), str(dest), overlay_format=False)
+    st = os.lstat(dest / "dev" / "mem")
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and stats.devices == 2
+    assert stat.S_IMODE(os.stat(dest / "bin" / "suid").st_mode) == 0o4755
+    assert os.getxattr(dest / "bin" / "cap", "security.capability") == _CAP_SETUID
+
+
+# -- limits and file system errors (F12) -----------------------------------------------------
+
+
+def _zeros_tar(size: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+
+        class Zeros(io.RawIOBase):
+            left = size
+
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+                n = min(len(b), self.left)
+                b[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        t.addfile(info, io.BufferedReader(Zeros()))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_decompression_bomb_is_refused_naming_the_layer(dest: Path, kind: str) -> None:
+    import gzip
+
+    import zstandard
+
+    from pybuild.layers.decompress import ExpansionLimits
+    from pybuild.layers.errors import LayerTooLargeError
+
+    raw = _zeros_tar(64 << 20)
+    blob = gzip.compress(raw, 6) if kind == "gzip" else zstandard.ZstdCompressor().compress(raw)
+    assert len(blob) < len(raw) // 100
+    limits = ExpansionLimits(max_ratio=100, ratio_floor=1 << 20)
+    with pytest.raises(LayerTooLargeError, match=r"layer sha256:abc is a decompression bomb"):
+        apply_layer(io.BytesIO(blob), str(dest), limits=limits, layer="layer sha256:abc")
+    # Stopped early: far less than the 64 MiB was written.
+    assert (dest / "zeros").stat().st_size < 8 << 20
+    # The same layer under the defaults (256 MiB floor) is fine: real layers never trip.
+    apply_layer(io.BytesIO(blob), str(tmp_dest(dest)))
+
+
+def tmp_dest(dest: Path) -> Path:
+    other = dest.parent / "other"
+    other.mkdir()
+    return other
+
+
+def test_absolute_size_limit(dest: Path) -> None:
+    from pybuild.layers.decompress import ExpansionLimits
+    from pybuild.layers.errors import LayerTooLargeError
+
+    raw = _zeros_tar(4 << 20)
+    with pytest.raises(LayerTooLargeError, match=r"past the limit of 1\.0 MiB"):
+        apply_layer(io.BytesIO(raw), str(dest), limits=ExpansionLimits(max_bytes=1 << 20))
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+def test_overlong_names_are_a_clear_error(dest: Path, length: int) -> None:
+    from pybuild.layers.errors import LayerWriteError
+
+    name = "a" * length
+    with pytest.raises(LayerWriteError, match="File name too long") as info:
+        apply_layer(_tar(lambda t: _add(t, f"dir/{name}", data=b"x")), str(dest),
+                    layer="layer sha256:abc")
+    text = str(info.value)
+    assert text.startswith("unpacking layer sha256:abc: cannot write 'dir/aaa")
+    assert len(text) < 300
+    assert info.value.hint and "255 bytes" in info.value.hint
+
+
+def test_full_disk_is_a_clear_error(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pybuild.layers.errors import LayerWriteError
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(apply_mod.os, "write", full)
+    with pytest.raises(LayerWriteError, match=r"cannot write .big. into .*No space left"):
+        apply_layer(_tar(lambda t: _add(t, "big", data=b"x" * 100)), str(dest))
+
+
+# -- malformed input never escapes as anything but a LayerError --------------------------------
+
+
+def test_nul_bytes_bad_owners_and_absurd_times(dest: Path) -> None:
+    from tests import hostile_layouts as hl
+
+    for entry, message in (
+        (hl.f(b"a" * 120 + b"\0b", b"x"), "NUL byte"),  # long: in a PAX record
+        (hl.sym("s", "/etc" + "x" * 120 + "\0x"), "NUL byte"),
+        (hl.f("x", b"x", xattrs={"user.a\0b": b"1"}), "NUL byte"),
+        (hl.f("o", b"x", uid=1 << 40), "invalid owner"),
+    ):
+        data = hl.tar([entry])
+        if entry.name == "o":  # base-256 numbers: what GNU tar writes for big ids
+            data = bytearray(data)
+            data[108:116] = b"\x80" + (1 << 40).to_bytes(7, "big")
+            data[148:156] = b" " * 8
+            data[148:156] = b"%06o\0 " % sum(data[:512])
+            data = bytes(data)
+        with pytest.raises(LayerError, match=message):
+            apply_layer(io.BytesIO(data), str(dest))
+    apply_layer(io.BytesIO(hl.tar([hl.f("t", b"x", mtime=10**15)])), str(dest))
+    assert os.stat(dest / "t").st_mtime > 9e9  # clamped to what utimensat takes
+
+
+def test_mutated_layers_only_raise_layer_errors(tmp_path: Path) -> None:
+    import random
+    import shutil
+
+    from tests import hostile_layouts as hl
+
+    base = hl.tar([
+        hl.d("a"), hl.f("a/f", b"data" * 30, 0o4755, xattrs={"user.x": b"1"}),
+        hl.sym("a/s", "/etc"), hl.hard("a/h", "a/f"), hl.Entry("a/fifo", hl.FIFO),
+        hl.f("b/" + "x" * 150, b"long", uid=5, gid=6), hl.f(".wh.z"), hl.f("a/.wh..wh..opq"),
+    ])
+    rng = random.Random(9)
+    for i in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.choice([0, 0x2E, 0x2F, 0x37, 0xFF,
+                                                         rng.randrange(256)])
+        for off in range(0, len(data) - 512, 512):  # mostly past the checksum check
+            if data[off + 257 : off + 262] == b"ustar" and rng.random() < 0.9:
+                data[off + 148 : off + 156] = b" " * 8
+                data[off + 148 : off + 156] = b"%06o\0 " % sum(data[off : off + 512])
+        dest = tmp_path / f"d{i}"
+        dest.mkdir()
+        with contextlib.suppress(LayerError):
+            apply_layer(io.BytesIO(bytes(data)), str(dest), overlay_format=i % 2 == 0)
+        shutil.rmtree(dest)

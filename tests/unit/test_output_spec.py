@@ -38,6 +38,7 @@ from pybuild.exporters.base import (
         ),
         ("type=local,dest=dir", LocalOutput(dest="dir")),
         ("type=local,dest=out,platform-split=false", LocalOutput(dest="out", platform_split=False)),
+        ("type=local,dest=o,privileged-files=true", LocalOutput(dest="o", privileged_files=True)),
         ("type=tar,dest=x.tar", TarOutput(dest="x.tar")),
         ("type=tar,dest=-", TarOutput(dest="-")),
         (
@@ -116,6 +117,8 @@ def test_parse(spec: str, expected: OutputSpec) -> None:
         ("type=oci,dset=x.tar", "did you mean 'dest'"),
         ("type=local,dest=d,nmae=x", "unknown key 'nmae'"),
         ("type=oci,dest=x,tar=maybe", "not a boolean"),
+        ("type=tar,dest=x,privileged-files=true", "not valid for type=tar"),
+        ("type=local,dest=x,privileged-file=true", "did you mean 'privileged-files'"),
         ("type=local", "needs dest="),
         ("type=local,dest=-", "cannot go to stdout"),
         ("type=oci,tar=false", "needs dest="),
