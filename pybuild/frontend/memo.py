@@ -47,7 +47,8 @@ class FrontendInputs:
     network: str = "default"
     named_contexts: tuple[tuple[str, NamedContext], ...] = ()
     multi_platform: bool = False
-    pull: bool = True  # whether a missing base image may be pulled (it changes what resolves)
+    # The pull policy ("missing", "always", "never"): it changes what names resolve to.
+    pull: str = "missing"
 
     def options(self) -> FrontendOptions:
         from pybuild.frontend.convert import FrontendOptions
