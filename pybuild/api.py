@@ -74,6 +74,7 @@ class Builder:
         Remote and tar contexts are fetched or unpacked first (see `contexts`); `load`
         hands the result to podman or docker last."""
         request, load_names = _loads(request)
+        _check_engine(request)
         _remove_stale(request.iidfile)
         with _local_inputs(request, self.root) as local:
             result = self._build(_without_result_files(local), on_event, stdout,
@@ -117,7 +118,8 @@ class Builder:
 
             platform = None if result.multi_platform else result.config.platform
             loaded = engines.load(self.root, result.image, load_names or request.tags,
-                                  engine=request.load, platform=platform)
+                                  engine=request.load, platform=platform,
+                                  image_id=str(result.config_digest))
             on_event(Notice(f"loaded {result.image.digest} into {loaded.engine}"
                             + (f": {loaded.output}" if loaded.output else "")))
             result = dataclasses.replace(result, loaded=(*result.loaded, loaded.engine))
@@ -140,6 +142,7 @@ class Builder:
             loop.call_soon_threadsafe(on_event, event)
 
         request, load_names = _loads(request)
+        _check_engine(request)
         _remove_stale(request.iidfile)
         with contextlib.ExitStack() as stack:
             inputs = _local_inputs(request, self.root)
@@ -326,6 +329,14 @@ def _loads(request: BuildRequest) -> tuple[BuildRequest, tuple[str, ...]]:
                                                       and o.dest is None))
     return dataclasses.replace(request, outputs=others,
                                load=request.load or "auto"), names
+
+
+def _check_engine(request: BuildRequest) -> None:
+    """`--load` without podman or docker fails before the build, not after it."""
+    if request.load is not None:
+        from pybuild.engines import find_engine
+
+        find_engine(request.load)
 
 
 def _without_result_files(request: BuildRequest) -> BuildRequest:

@@ -51,13 +51,45 @@ def find_engine(choice: Engine) -> tuple[str, str]:
                     hint="--load alone picks whichever of podman and docker is installed")
 
 
+def _engine_id(path: str, image: str) -> str | None:
+    """The engine's ID (config digest hex) of `image`, or None if it has no such image."""
+    proc = subprocess.run([path, "image", "inspect", "--format", "{{.Id}}", image],
+                          capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip().removeprefix("sha256:") or None
+
+
+def _already_there(path: str, image_id: str, names: tuple[str, ...]) -> str | None:
+    """What the engine lacks: None if it has the image under every name (nothing to
+    do), "tag" if it has the image but not every name, "load" otherwise."""
+    hexid = image_id.removeprefix("sha256:")
+    if names and all(_engine_id(path, n) == hexid for n in names):
+        return None
+    if _engine_id(path, hexid) == hexid:
+        return "tag" if names else None
+    return "load"
+
+
 def load(root: Root, image: Descriptor, names: tuple[str, ...], *, engine: Engine = "auto",
-         platform: Platform | None = None) -> LoadedReport:
-    """Stream `image` (in the store) into `<engine> load`, named `names`."""
+         platform: Platform | None = None, image_id: str = "") -> LoadedReport:
+    """Stream `image` (in the store) into `<engine> load`, named `names`. When the
+    engine already has the image (its ID, the config digest, is known to it), only the
+    missing names are added (`<engine> tag`), or nothing is done."""
     from pybuild.exporters.base import DockerOutput, ImageOptions
     from pybuild.exporters.run import export
 
     name, path = find_engine(engine)
+    if image_id:
+        todo = _already_there(path, image_id, names)
+        if todo is None:
+            return LoadedReport(engine=name, output=f"{name} already has the image")
+        if todo == "tag":
+            tagged = subprocess.run([path, "tag", image_id.removeprefix("sha256:"), *names],
+                                    capture_output=True, text=True, check=False,
+                                    timeout=120)
+            if tagged.returncode == 0:
+                return LoadedReport(engine=name, output=f"tagged {', '.join(names)}")
     output = DockerOutput(dest=None, image=ImageOptions(names=names,
                                                         compression="uncompressed"))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

@@ -56,7 +56,8 @@ def parse_git_ref(text: str) -> GitRef | None:
     query is an error."""
     if text.startswith(("./", "../")):
         return None
-    if text.startswith("github.com/"):  # BuildKit's deprecated form, still accepted
+    github = text.startswith("github.com/")
+    if github:  # BuildKit's deprecated form, still accepted for contexts
         text = "https://" + text
     proto = _PROTO.match(text)
     fragment = query = ""
@@ -65,7 +66,7 @@ def parse_git_ref(text: str) -> GitRef | None:
         if scheme not in _GIT_PROTOCOLS:
             return None
         parts = urlsplit(text)
-        if scheme in ("http", "https") and not parts.path.endswith(".git"):
+        if scheme in ("http", "https") and not parts.path.endswith(".git") and not github:
             return None
         remote = urlunsplit(parts._replace(query="", fragment=""))
         fragment, query = parts.fragment, parts.query

@@ -170,7 +170,7 @@ def _load_layout(root: Root, path: Path, archive: _Archive) -> list[tuple[Descri
 
 def _load_classic(root: Root, archive: _Archive) -> list[tuple[Descriptor, list[str]]]:
     """A classic docker archive: the config and layer tars as manifest.json lists them.
-    As containers/image does, a manifest is made for it, with the layers stored
+    As containers/image does, a manifest is made for it (OCI), with the layers stored
     uncompressed (each one checked against its diff_id as it streams in)."""
     entries = archive.read_json("manifest.json")
     if not isinstance(entries, list) or not entries:
@@ -194,15 +194,17 @@ def _load_classic(root: Root, archive: _Archive) -> list[tuple[Descriptor, list[
         layers = []
         for layer_path, diff_id in zip(layer_paths, config.diff_ids, strict=True):
             size = _store_layer(root, archive, str(layer_path), diff_id)
-            layers.append(Descriptor(media_type=mt.DOCKER_LAYER, digest=diff_id, size=size))
+            layers.append(Descriptor(media_type=mt.OCI_LAYER, digest=diff_id, size=size))
         config_digest = root.content.write(config_bytes)
+        # An OCI manifest, like the store's own images (the config, and so the image ID,
+        # is the archive's, byte for byte).
         manifest = Manifest(
-            media_type=mt.DOCKER_MANIFEST,
-            config=Descriptor(media_type=mt.DOCKER_CONFIG, digest=config_digest,
+            media_type=mt.OCI_MANIFEST,
+            config=Descriptor(media_type=mt.OCI_CONFIG, digest=config_digest,
                               size=len(config_bytes)),
             layers=tuple(layers))
         data = manifest.encode()
-        desc = Descriptor(media_type=mt.DOCKER_MANIFEST, digest=root.content.write(data),
+        desc = Descriptor(media_type=mt.OCI_MANIFEST, digest=root.content.write(data),
                           size=len(data))
         out.append((desc, [str(t) for t in entry.get("RepoTags") or ()]))
     return out
@@ -284,7 +286,10 @@ def save(root: Root, images: list[str], dest: str | BinaryIO, *,
          platform: Platform | None = None) -> list[tuple[Descriptor, tuple[str, ...]]]:
     """`docker save -o FILE IMAGE...`: one docker archive (also an OCI layout) holding
     every image, each with the names asked for it (an ID or digest names none); layers
-    as the store keeps them (uncompressed), as `docker save` writes them."""
+    as the store keeps them (uncompressed), as `docker save` writes them. A
+    multi-platform image keeps all its platforms in the layout's index.json (as Docker
+    25+ saves it); manifest.json, which holds one platform, lists this host's (or
+    `platform`'s, which then is all that is saved)."""
     from pybuild.exporters.oci_layout import (
         ArchiveWriter,
         LayoutName,
@@ -296,27 +301,36 @@ def save(root: Root, images: list[str], dest: str | BinaryIO, *,
         open_archive_dest,
     )
 
-    chosen: dict[Digest, tuple[Descriptor, list[Reference]]] = {}
+    # stored (or platform) descriptor -> (its docker manifest.json image, names)
+    chosen: dict[Digest, tuple[Descriptor, Descriptor, list[Reference]]] = {}
     for image in images:
-        name, _stored, desc = resolve(root, image, platform or host())
-        found = chosen.setdefault(desc.digest, (desc, []))
+        name, stored, desc = resolve(root, image, platform or host())
+        top = desc if platform is not None else stored
+        found = chosen.setdefault(top.digest, (top, desc, []))
         if name and _names_image(image):
             ref = Reference.parse(name)
-            if ref not in found[1]:
-                found[1].append(ref)
+            if ref not in found[2]:
+                found[2].append(ref)
     blobs: dict[Digest, Descriptor] = {}
     docker_manifest = []
     entries = []
-    for desc, refs in chosen.values():
-        for blob in image_blobs(root.content, desc):
+    saved = []
+    for top, single, refs in chosen.values():
+        try:
+            parts = image_blobs(root.content, top)
+        except NotFoundError:  # an index of which the store has one platform (a pull)
+            top, parts = single, image_blobs(root.content, single)
+        for blob in parts:
             blobs.setdefault(blob.digest, blob)
-        manifest = Manifest.parse(root.content.read(desc.digest, what="manifest"))
+        manifest = Manifest.parse(root.content.read(single.digest, what="manifest"))
         docker_manifest.append({
             "Config": blob_path(manifest.config.digest),
             "RepoTags": [r.familiar for r in refs],
             "Layers": [blob_path(d.digest) for d in manifest.layers]})
-        entries += [named_descriptor(desc, LayoutName(ref_name=r.tag, image_name=str(r)))
-                    for r in refs] or [desc]
+        plain = Descriptor(media_type=top.media_type, digest=top.digest, size=top.size)
+        entries += [named_descriptor(plain, LayoutName(ref_name=r.tag, image_name=str(r)))
+                    for r in refs] or [plain]
+        saved.append((top, tuple(r.familiar for r in refs)))
     with open_archive_dest(dest) as out:
         archive = ArchiveWriter(out)
         archive.add_blobs(root.content, list(blobs.values()))
@@ -325,7 +339,7 @@ def save(root: Root, images: list[str], dest: str | BinaryIO, *,
                           json.dumps(docker_manifest, separators=(",", ":")).encode())
         archive.add_bytes("oci-layout", layout_file_bytes(), mode=0o444)
         archive.close()
-    return [(d, tuple(r.familiar for r in refs)) for d, refs in chosen.values()]
+    return saved
 
 
 def _names_image(text: str) -> bool:
