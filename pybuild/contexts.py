@@ -373,8 +373,13 @@ def local_inputs(req: BuildRequest, root: Root) -> Iterator[BuildRequest]:
     with contextlib.ExitStack() as stack:
         scratch = _Scratch(root, stack)
         if isinstance(context, TarContext):
-            req = dataclasses.replace(req, context=_unpack_context(
-                context.stream, scratch, "the context archive"))
+            unpacked = _unpack_context(context.stream, scratch, "the context archive")
+            req = dataclasses.replace(req, context=unpacked)
+            dockerfile = str(req.dockerfile or "")
+            if (req.dockerfile_data is None and not os.path.isabs(dockerfile)
+                    and not is_http_url(dockerfile)):  # buildx: -f is inside the archive
+                data, name = _dockerfile_in(unpacked, dockerfile, "the context archive")
+                req = dataclasses.replace(req, dockerfile=name, dockerfile_data=data)
         elif not local:
             req = _remote_context(req, root, scratch, str(context))
         dockerfile = str(req.dockerfile or "")

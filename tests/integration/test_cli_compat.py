@@ -232,6 +232,16 @@ def _plain_tar(env: Env) -> bytes:
     return buf.getvalue()
 
 
+def _repo_tar(env: Env) -> bytes:
+    """A context archive whose Dockerfile is not at its root: `sub/Dockerfile`, which
+    copies `f.txt` from the archive's root."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(env.remote.work / "src" / "sub" / "f.txt", arcname="f.txt")
+        tar.add(env.remote.work / "src" / "sub" / "Dockerfile", arcname="sub/Dockerfile")
+    return buf.getvalue()
+
+
 def _local(env: Env) -> list[str]:
     return ["-o", f"type=local,dest={env.out}"]
 
@@ -342,6 +352,9 @@ BUILD_CASES = [
               _file("from-tarball", "tarball\n"), stdin=_tgz),
     BuildCase("context - (tar)", lambda e: ["build", *_local(e), "-"],
               _file("from-plain-tar", "plain\n"), stdin=_plain_tar),
+    BuildCase("context - (tar) with -f inside it",
+              lambda e: ["build", "-f", "sub/Dockerfile", *_local(e), "-"],
+              _file("from-subdir", "git-subdir\n"), stdin=lambda e: _repo_tar(e)),
     BuildCase("git context https .git#ref:subdir",
               lambda e: ["build", *_local(e), f"{e.remote.http}/app.git#v1:sub"],
               _file("from-subdir", "git-subdir\n")),
