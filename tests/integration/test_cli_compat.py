@@ -852,3 +852,52 @@ def test_version_completion_and_man(images_root: Path, work: Path) -> None:
                               capture_output=True, text=True, check=False)
     assert rendered.returncode == 0 and rendered.stderr == "", rendered.stderr
     assert ".SS \"build\"" in man and "\\-\\-load" in man
+
+
+# -- as an unprivileged user -----------------------------------------------------------------
+
+
+def test_rootless_stdin_context_and_load(base_layout: Path) -> None:
+    """As pbtester: a context archive on stdin (unpacked under the user's root) and
+    --load into the user's own podman storage."""
+    import pwd
+
+    from tests.integration.conftest import rootless_root
+
+    try:
+        pw = pwd.getpwnam("pbtester")
+    except KeyError:
+        from tests.tooling import missing
+
+        missing("test user pbtester is missing (scripts/setup.sh creates it)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to the test user")
+    tool("podman")
+    work = traversable_dir("pybuild-compat-rootless-")
+    try:
+        root = rootless_root(work, "pbtester", base_layout)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            data = b"FROM busybox\nRUN id -u > /uid\n"
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        name = f"localhost/pybuild-rootless/{uuid.uuid4().hex[:8]}:1"
+        cmd = ["runuser", "-u", "pbtester", "--", "env", f"HOME={pw.pw_dir}",
+               f"PYTHONPATH={REPO}", *[f"{k}={v}" for k, v in NO_PROXY.items()],
+               sys.executable, "-m", "pybuild", "--root", str(root)]
+        proc = subprocess.run([*cmd, "build", "--load", "-t", name, "-"],
+                              input=buf.getvalue(), capture_output=True, timeout=300,
+                              cwd=work)
+        assert proc.returncode == 0, proc.stderr.decode()
+        podman = ["runuser", "-u", "pbtester", "--", "env", f"HOME={pw.pw_dir}",
+                  tool("podman")]
+        try:
+            exists = subprocess.run([*podman, "image", "exists", name], check=False)
+            assert exists.returncode == 0
+        finally:
+            subprocess.run([*podman, "rmi", "--force", name], capture_output=True,
+                           check=False)
+        assert not list((root / "cache" / "inputs").iterdir())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
