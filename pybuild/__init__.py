@@ -17,7 +17,7 @@ _PUBLIC = {
     **dict.fromkeys(("Builder", "parse_output", "parse_cache_option", "parse_named_context",
                      "registry_options"), "pybuild.api"),
     **dict.fromkeys(("BuildRequest", "BuildResult", "StepReport", "PushReport", "Secret",
-                     "SSHAgent"), "pybuild.request"),
+                     "SSHAgent", "TarContext", "Ulimit"), "pybuild.request"),
     "Root": "pybuild.root",
     "Platform": "pybuild.oci.platform",
     "Descriptor": "pybuild.oci.descriptor",
@@ -68,7 +68,9 @@ __all__ = [
     "SourceLocation",
     "StepFailedError",
     "StepReport",
+    "TarContext",
     "TarOutput",
+    "Ulimit",
     "UserError",
     "VertexCached",
     "VertexDone",
@@ -140,5 +142,14 @@ if TYPE_CHECKING:
     from pybuild.oci.config import ImageConfig
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
-    from pybuild.request import BuildRequest, BuildResult, PushReport, Secret, SSHAgent, StepReport
+    from pybuild.request import (
+        BuildRequest,
+        BuildResult,
+        PushReport,
+        Secret,
+        SSHAgent,
+        StepReport,
+        TarContext,
+        Ulimit,
+    )
     from pybuild.root import Root

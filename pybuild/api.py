@@ -33,14 +33,17 @@ from pybuild.request import BuildRequest, BuildResult, PushReport
 from pybuild.root import Root
 
 if TYPE_CHECKING:
+    import contextlib
+
     from pybuild.builder.remote_cache import CacheOption
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.resolver import NamedContext
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.history import BuildRecorder, HistoryOptions
+    from pybuild.image_archives import LoadReport
     from pybuild.llb.definition import Definition
-    from pybuild.local_images import ImageDetails, ImageSummary, LoadReport
+    from pybuild.local_images import HistoryRow, ImageDetails, ImageSummary, Removed
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
     from pybuild.registry import RegistryOptions
@@ -72,7 +75,25 @@ class Builder:
     def build(self, request: BuildRequest, *, on_event: EventSink = discard,
               stdout: BinaryIO | None = None, handle_sigterm: bool = False) -> BuildResult:
         """Build (blocking). `stdout`: where outputs without dest write; `handle_sigterm`:
-        SIGTERM cancels the build as Ctrl-C does (for a process that is only this build)."""
+        SIGTERM cancels the build as Ctrl-C does (for a process that is only this build).
+        Remote and tar contexts are fetched or unpacked first (see `contexts`); `load`
+        hands the result to podman or docker last."""
+        recorder, events = self._record(request, on_event)  # first: every error is in it
+        try:
+            request, load_names = _loads(request)
+            _check_engine(request)
+            _remove_stale(request.iidfile)
+            with _local_inputs(request, self.root) as local:
+                result = self._build(_without_result_files(local), events, recorder, stdout,
+                                     handle_sigterm)
+            result = self._finish(request, result, load_names, events)
+        except BaseException as exc:
+            _failed(recorder, exc)
+            raise
+        return _recorded(recorder, result, on_event)
+
+    def _build(self, request: BuildRequest, on_event: EventSink, recorder: BuildRecorder,
+               stdout: BinaryIO | None, handle_sigterm: bool) -> BuildResult:
         from pybuild import job
         from pybuild.startup import Warmup, asyncio_without_ssl
 
@@ -80,57 +101,81 @@ class Builder:
         cli = warmup is not None
         warmup = warmup or Warmup()
         ran: bool | None = None
-        recorder, events = self._record(request, on_event)
         try:
             plan = job.plan(request, self.root)
             warmup.begin(plan.idmap, likely_runs=plan.likely_runs)
-            job.prepare(plan, self.root, warmup, events)
+            job.prepare(plan, self.root, warmup, on_event)
             fes = job.compile(request, self.root, plan, warmup)
             _describe(recorder, plan, fes)
             if cli:
                 asyncio = asyncio_without_ssl()
             else:
                 import asyncio
-            coro = job.run(request, self.root, plan, fes, warmup, events, stdout=stdout,
+            coro = job.run(request, self.root, plan, fes, warmup, on_event, stdout=stdout,
                            gc_keep_storage=self.gc_keep_storage, ref=recorder.ref)
             result: BuildResult = asyncio.run(_terminable(coro) if handle_sigterm else coro)
             ran = bool(result.steps)
-        except BaseException as exc:
-            _failed(recorder, exc)
-            raise
+            return result
         finally:
             warmup.finish(ran)
-        return _finish(recorder, result, on_event)
+
+    def _finish(self, request: BuildRequest, result: BuildResult, load_names: tuple[str, ...],
+                on_event: EventSink) -> BuildResult:
+        """After the build: the engine load, then the files that report the result."""
+        import dataclasses
+
+        if request.load is not None:
+            from pybuild import engines
+
+            platform = None if result.multi_platform else result.config.platform
+            loaded = engines.load(self.root, result.image, load_names or request.tags,
+                                  engine=request.load, platform=platform,
+                                  image_id=str(result.config_digest))
+            on_event(Notice(f"loaded {result.image.digest} into {loaded.engine}"
+                            + (f": {loaded.output}" if loaded.output else "")))
+            result = dataclasses.replace(result, loaded=(*result.loaded, loaded.engine))
+        _write_result_files(request, result)
+        return result
 
     async def build_async(self, request: BuildRequest, *, on_event: EventSink = discard,
                           stdout: BinaryIO | None = None) -> BuildResult:
         """Build without blocking the event loop: the frontend runs in a thread; the
         sandbox daemon starts from the loop's thread when the first step needs it."""
         import asyncio
+        import contextlib
 
         from pybuild import job
         from pybuild.startup import Warmup
 
         loop = asyncio.get_running_loop()
+        recorder, events = self._record(request, on_event)
 
         def threadsafe(event: Any) -> None:
-            loop.call_soon_threadsafe(on_event, event)
+            loop.call_soon_threadsafe(events, event)
 
-        warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
-        recorder, events = self._record(request, on_event)
         try:
-            plan = await asyncio.to_thread(job.plan, request, self.root)
-            warmup.begin(plan.idmap, likely_runs=False)
-            await asyncio.to_thread(job.prepare, plan, self.root, warmup, threadsafe)
-            fes = await asyncio.to_thread(job.compile, request, self.root, plan, warmup)
-            _describe(recorder, plan, fes)
-            result = await job.run(request, self.root, plan, fes, warmup, events,
-                                   stdout=stdout, gc_keep_storage=self.gc_keep_storage,
-                                   ref=recorder.ref)
+            request, load_names = _loads(request)
+            _check_engine(request)
+            _remove_stale(request.iidfile)
+            with contextlib.ExitStack() as stack:
+                inputs = _local_inputs(request, self.root)
+                local = await asyncio.to_thread(stack.enter_context, inputs)
+                req = _without_result_files(local)
+                warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
+                plan = await asyncio.to_thread(job.plan, req, self.root)
+                warmup.begin(plan.idmap, likely_runs=False)
+                await asyncio.to_thread(job.prepare, plan, self.root, warmup, threadsafe)
+                fes = await asyncio.to_thread(job.compile, req, self.root, plan, warmup)
+                _describe(recorder, plan, fes)
+                result = await job.run(req, self.root, plan, fes, warmup, events,
+                                       stdout=stdout, gc_keep_storage=self.gc_keep_storage,
+                                       ref=recorder.ref)
+            result = await asyncio.to_thread(self._finish, request, result, load_names,
+                                             threadsafe)
         except BaseException as exc:
             _failed(recorder, exc)
             raise
-        return _finish(recorder, result, on_event)
+        return _recorded(recorder, result, on_event)
 
     def _record(self, request: BuildRequest,
                 on_event: EventSink) -> tuple[BuildRecorder, EventSink]:
@@ -148,10 +193,11 @@ class Builder:
         from pybuild import job
         from pybuild.startup import Warmup
 
-        plan = job.plan(request, self.root)
-        warmup = Warmup(enabled=False)
-        warmup.begin(plan.idmap, likely_runs=False)
-        return job.compile(request, self.root, plan, warmup)[0].definition
+        with _local_inputs(request, self.root) as local:
+            plan = job.plan(local, self.root)
+            warmup = Warmup(enabled=False)
+            warmup.begin(plan.idmap, likely_runs=False)
+            return job.compile(local, self.root, plan, warmup)[0].definition
 
     # -- images -------------------------------------------------------------------------
 
@@ -161,9 +207,16 @@ class Builder:
         return local_images.summaries(self.root)
 
     def inspect(self, image: str, platform: Platform | None = None) -> ImageDetails:
+        """An image by name, `name@digest`, ID or digest (a unique prefix will do)."""
         from pybuild import local_images
 
         return local_images.details(self.root, image, platform)
+
+    def history(self, image: str, platform: Platform | None = None) -> list[HistoryRow]:
+        """The image's history, newest first (`docker history`)."""
+        from pybuild import local_images
+
+        return local_images.history(self.root, image, platform)
 
     def tag(self, source: str, target: str) -> None:
         from pybuild import local_images
@@ -176,25 +229,51 @@ class Builder:
 
         return local_images.untag(self.root, name)
 
-    def load(self, path: str | Path, tags: tuple[str, ...] = ()) -> LoadReport:
+    def remove(self, image: str, *, force: bool = False) -> Removed:
+        """`rmi`: remove a name; by ID or digest, the image's only name (or with `force`
+        every name). The blobs go with the next prune."""
         from pybuild import local_images
 
-        return local_images.load(self.root, path, tags)
+        return local_images.remove(self.root, image, force=force)
+
+    def load(self, source: str | Path | BinaryIO, tags: tuple[str, ...] = ()) -> LoadReport:
+        """Import every image of an OCI layout or archive or a docker archive (a path,
+        or a stream such as stdin), named `tags` or as the archive names it."""
+        from pybuild import image_archives
+
+        return image_archives.load(self.root, source, tags)
+
+    def save(self, images: list[str], dest: str | BinaryIO, *,
+             platform: Platform | None = None) -> list[tuple[Descriptor, tuple[str, ...]]]:
+        """`docker save`: several images into one docker archive."""
+        from pybuild import image_archives
+
+        return image_archives.save(self.root, images, dest, platform=platform)
+
+    def import_rootfs(self, source: str | Path | BinaryIO, names: tuple[str, ...] = (), *,
+                      changes: tuple[str, ...] = (), message: str = "",
+                      platform: Platform | None = None) -> Descriptor:
+        """`docker import`: a root filesystem tarball becomes a one-layer image;
+        `changes` are Dockerfile instructions (CMD, ENV, ...) for its config."""
+        from pybuild import image_archives
+
+        return image_archives.import_rootfs(self.root, source, names, changes=changes,
+                                            message=message, platform=platform)
 
     def export(self, image: str | Descriptor, output: OutputSpec, *,
                platform: Platform | None = None, stdout: BinaryIO | None = None,
                compression: str = "gzip",
                warn: Callable[[str], None] | None = None) -> ExportReport:
-        """Write a stored image (a name, or a descriptor in the store) to `output`;
-        `warn` gets what the exporter left out (e.g. device nodes for type=local)."""
+        """Write a stored image (a name, an ID, a digest, or a descriptor in the store) to
+        `output`; `warn` gets what the exporter left out (e.g. device nodes for type=local)."""
         from pybuild import local_images
         from pybuild.exporters.run import export
         from pybuild.oci.reference import Reference
 
         names: tuple[str, ...] = ()
-        if isinstance(image, str):
+        if isinstance(image, str):  # a name, an ID or a digest
             name, desc, manifest = local_images.resolve(self.root, image, platform)
-            names = (Reference.parse(name).familiar,)
+            names = (Reference.parse(name).familiar,) if name else ()
             if platform is not None:
                 desc = manifest
         else:
@@ -216,13 +295,17 @@ class Builder:
     def push(self, image: str, destination: str = "", *,
              registry: RegistryOptions | None = None, compression: str = "gzip",
              platform: Platform | None = None) -> PushReport:
-        """Push a stored image (`platform`: only that platform of a stored index) to
-        `destination` (default: its own name)."""
-        from pybuild import distribution
+        """Push a stored image (a name, an ID or a digest; `platform`: only that platform
+        of a stored index) to `destination` (default: its own name)."""
+        from pybuild import distribution, local_images
         from pybuild.oci import mediatypes as mt
         from pybuild.oci.reference import Reference
 
-        desc = self.root.images.get(image).descriptor
+        rec = local_images.find(self.root, image)
+        if not destination and not rec.name:
+            raise UserError(f"push {image}: an image found by ID needs a destination",
+                            hint="pybuild push IMAGE-ID REGISTRY/NAME:TAG")
+        desc = rec.descriptor
         if platform is not None:
             from pybuild.content.walk import resolve_platform
 
@@ -230,7 +313,7 @@ class Builder:
                 raise UserError(f"--platform {platform}: {image} is a single-platform image, "
                                 "not an index", code="bad-platform")
             desc = resolve_platform(self.root.content, desc, platform, name=image)
-        return distribution.push(self.root, desc, Reference.parse(destination or image),
+        return distribution.push(self.root, desc, Reference.parse(destination or rec.name),
                                  registry=registry, compression=compression)
 
     # -- space --------------------------------------------------------------------------
@@ -263,7 +346,9 @@ def _describe(recorder: BuildRecorder, plan: Any, fes: list[Any]) -> None:
                                    dockerfile=plan.dockerfile)
 
 
-def _finish(recorder: BuildRecorder, result: BuildResult, on_event: EventSink) -> BuildResult:
+def _recorded(recorder: BuildRecorder, result: BuildResult,
+              on_event: EventSink) -> BuildResult:
+    """Close the build's record with its outputs."""
     from pybuild import recording
 
     recorder.finish(outputs=recording.outputs(result))
@@ -276,6 +361,91 @@ def _failed(recorder: BuildRecorder, exc: BaseException) -> None:
     recorder.finish(error=exc)
     if isinstance(exc, PybuildError):
         exc.build_ref = recorder.ref
+
+
+def _local_inputs(request: BuildRequest, root: Root) -> contextlib.AbstractContextManager[
+        BuildRequest]:
+    """The request with every input local (see `contexts`); a local directory context
+    needs nothing, and loads nothing (start-up time)."""
+    import contextlib
+
+    context = request.context
+    if (isinstance(context, str | Path) and os.path.isdir(context)
+            and not str(request.dockerfile or "").startswith(("http://", "https://"))
+            and all(nc.kind not in ("git", "http") for _, nc in request.named_contexts)):
+        return contextlib.nullcontext(request)
+    from pybuild.contexts import local_inputs
+
+    return local_inputs(request, root)
+
+
+def _loads(request: BuildRequest) -> tuple[BuildRequest, tuple[str, ...]]:
+    """buildx: `-o type=docker` without dest loads the image into the engine (what
+    `--load` is short for). The request with those outputs turned into `load`, and the
+    names they give."""
+    if not request.outputs:
+        return request, ()
+    import dataclasses
+
+    from pybuild.exporters.base import DockerOutput
+
+    loads = [o for o in request.outputs if isinstance(o, DockerOutput) and o.dest is None]
+    if not loads:
+        return request, ()
+    names = tuple(dict.fromkeys(n for o in loads for n in o.image.names))
+    others = tuple(o for o in request.outputs if not (isinstance(o, DockerOutput)
+                                                      and o.dest is None))
+    return dataclasses.replace(request, outputs=others,
+                               load=request.load or "auto"), names
+
+
+def _check_engine(request: BuildRequest) -> None:
+    """`--load` without podman or docker fails before the build, not after it."""
+    if request.load is not None:
+        from pybuild.engines import find_engine
+
+        find_engine(request.load)
+
+
+def _without_result_files(request: BuildRequest) -> BuildRequest:
+    """The request the build itself runs: `--iidfile` and `--metadata-file` are written
+    once the result is final (after `--load`), by `_write_result_files`."""
+    if not (request.iidfile or request.metadata_file):
+        return request
+    import dataclasses
+
+    return dataclasses.replace(request, iidfile="", metadata_file="")
+
+
+def _remove_stale(iidfile: str) -> None:
+    """As buildx: no image ID file from an earlier build is left if this one fails."""
+    if iidfile:
+        try:
+            os.unlink(iidfile)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UserError(f"--iidfile {iidfile}: cannot remove the old file: "
+                            f"{exc.strerror}") from None
+
+
+def _write_result_files(request: BuildRequest, result: BuildResult) -> None:
+    import json
+
+    for path, text in ((request.iidfile, str(result.image_id)),
+                       (request.metadata_file,
+                        json.dumps(result.metadata(warnings=request.metadata_warnings),
+                                   indent=2))):
+        if not path:
+            continue
+        try:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror} (the image was built: "
+                            f"{result.image.digest})") from None
 
 
 async def _terminable(coro: Any) -> Any:

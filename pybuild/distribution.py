@@ -36,7 +36,7 @@ def push(root: Root, image: Descriptor, ref: Reference, *,
     digest = push_sync(root.content, packed, target, options=options)
     return PushReport(reference=Ref(domain=ref.domain, path=ref.path,
                                     tag="" if by_digest else ref.tag).familiar,
-                      digest=digest)
+                      digest=digest, descriptor=packed)
 
 
 def pull(root: Root, ref: Reference, platforms: list[Platform] | None, *,

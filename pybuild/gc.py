@@ -37,11 +37,37 @@ class PrunePolicy:
     everything: bool = False  # every cache record, cache mount and download
     until: float | None = None  # seconds: what was not used for longer
     keep_storage: int | None = None  # bytes: oldest records first, until under this
+    # BuildKit's GC policy (`buildx prune --max-used-space/--reserved-space/
+    # --min-free-space`), combined as its `calculateKeepBytes` does; bytes.
+    max_used_space: int | None = None  # the store may use at most this
+    reserved_space: int | None = None  # never prune the store below this
+    min_free_space: int | None = None  # prune until the file system has this free
     grace: float = GRACE_SECONDS
 
     @property
     def explicit(self) -> bool:
-        return self.everything or self.until is not None or self.keep_storage is not None
+        return (self.everything or self.until is not None or self.keep_storage is not None
+                or self.max_used_space is not None or self.reserved_space is not None
+                or self.min_free_space is not None)
+
+    def keep_bytes(self, total: int, free: int) -> int | None:
+        """The size to prune the store down to (None: no size limit). `total`: what the
+        store holds now; `free`: the free bytes of its file system. As BuildKit: at most
+        `max_used_space`, less what `min_free_space` still lacks, never below
+        `reserved_space`; `keep_storage` alone (buildx's deprecated `--keep-storage`, a
+        synonym of `--reserved-space`) prunes down to it."""
+        max_used, reserved, min_free = (self.max_used_space or 0,
+                                        max(self.reserved_space or 0, self.keep_storage or 0),
+                                        self.min_free_space or 0)
+        if not (max_used or reserved or min_free):
+            return None
+        keep = max_used
+        excess = min_free - free
+        if min_free and excess > 0:
+            keep = total - excess if keep == 0 else min(keep, total - excess)
+        elif min_free and keep == 0:
+            keep = total  # enough is free: nothing needs to go
+        return max(keep, reserved)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,11 +92,15 @@ async def prune(root: Root, policy: PrunePolicy = PrunePolicy()) -> PruneReport:
     store = root.content
     images = image_roots(store, (rec.descriptor for rec in root.images.list()))
     used = sum(store.size(d) for d in images.blobs if store.has(d))
+    # (the store's size and the free space matter only for min_free_space)
+    sized = policy.min_free_space is not None
+    keep_storage = policy.keep_bytes(blobs_size(store) if sized else 0,
+                                     _free_bytes(root) if sized else 0)
     cache = CacheStore(root.cache_db)
     try:
         chosen = select(cache.all(), keep=images.blobs, used=used,
                         everything=policy.everything, until=policy.until,
-                        keep_storage=policy.keep_storage)
+                        keep_storage=keep_storage)
         cache.delete(list(chosen.removed))
     finally:
         cache.close()
@@ -102,6 +132,13 @@ async def prune(root: Root, policy: PrunePolicy = PrunePolicy()) -> PruneReport:
     return PruneReport(records_removed=len(chosen.removed), blobs_removed=swept.blobs_removed,
                        bytes_freed=swept.bytes_freed, snapshots_removed=len(dead),
                        dirs_removed=removed_dirs)
+
+
+def _free_bytes(root: Root) -> int:
+    import os
+
+    st = os.statvfs(root.path)
+    return st.f_bavail * st.f_frsize
 
 
 async def _remove_in_namespace(root: Root, paths: list[str]) -> bool:

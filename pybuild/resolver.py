@@ -1,6 +1,7 @@
 """The frontend's image resolver over a root: base images come from the local image
-store, missing ones are pulled from their registry (unless pulling is off), and
-`oci-layout://` references are imported."""
+store, missing ones are pulled from their registry (pull policy "missing", the default),
+every one is re-resolved from its registry ("always": buildx's `--pull`), or none is
+("never"); `oci-layout://` references are imported."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pybuild.oci.reference import Reference
 
 if TYPE_CHECKING:
     from pybuild.registry import RegistryOptions
+    from pybuild.request import PullPolicy
 
 OnImage = Callable[[Manifest, ImageConfig], None]
 
@@ -32,8 +34,10 @@ class StoreResolver:
     `on_image(manifest, config)`: called with each image resolved."""
 
     def __init__(self, content: ContentStore, images: ImageStore, *,
-                 registry: RegistryOptions | None = None, pull: bool = True,
+                 registry: RegistryOptions | None = None, pull: PullPolicy = "missing",
                  on_image: OnImage | None = None) -> None:
+        if pull not in ("missing", "always", "never"):
+            raise ValueError(f"pull policy {pull!r}: use missing, always or never")
         self.content = content
         self.images = images
         self.registry = registry
@@ -50,8 +54,10 @@ class StoreResolver:
             raise UserError(f"invalid base image reference {ref!r}: {exc.message}") from None
         if reference.digest is not None:
             # A pin names content: the store's copy of exactly that, else a pull by digest;
-            # never whatever the store holds under the name.
+            # never whatever the store holds under the name (so "always" changes nothing).
             desc = self._pinned(reference) or self._pull(reference, platform)
+        elif self.pull == "always":  # the registry's current image for the name
+            desc = self._pull(reference, platform)
         else:
             record = self.images.find(reference)
             desc = record.descriptor if record is not None else self._pull(reference,
@@ -78,7 +84,7 @@ class StoreResolver:
                  "missing ones from their registry; `pybuild load -i` imports an OCI or "
                  "docker archive",
         )
-        if not self.pull:
+        if self.pull == "never":
             raise not_here
         from pybuild.registry import pull_sync
         from pybuild.registry.errors import RegistryUnreachableError
@@ -89,6 +95,12 @@ class StoreResolver:
             desc = pull_sync(reference, self.content, platforms=[platform],
                              options=self.registry)
         except RegistryUnreachableError as exc:
+            if self.pull == "always":
+                raise NotFoundError(f"--pull: cannot re-resolve base image "
+                                    f"{reference.familiar}: {exc.message}",
+                                    hint="--pull (always) fetches every base image from its "
+                                         "registry; without it, the store's copy is used"
+                                    ) from None
             raise NotFoundError(f"{not_here.message}, and {exc.message}",
                                 hint=not_here.hint) from None
         if reference.digest is None:  # a pinned pull is found again by its digest

