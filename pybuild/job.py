@@ -23,6 +23,7 @@ from pybuild.request import BuildRequest, BuildResult, PushReport, StepReport
 if TYPE_CHECKING:
     from pybuild.builder.executor.idmap import IdMap
     from pybuild.builder.remote_cache import ImportedCache
+    from pybuild.builder.result import Solved
     from pybuild.builder.solver import Solver
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.results import BuildWarning
@@ -240,14 +241,15 @@ async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compile
         raise UserError(f"--max-parallelism {req.max_parallelism}: must be 0 (the default) "
                         "or more")
     warnings = _report_checks(fes, events)
-    secrets = await asyncio.to_thread(_read_secrets, req) if req.secrets else ()
-    ssh = _ssh_sockets(req)
+    secrets = BuildSecrets(await asyncio.to_thread(_read_secrets, req) if req.secrets else ())
+    ssh = BuildAgents(_ssh_sockets(req))
     imported = (await asyncio.to_thread(_import_caches, req, root, events)
                 if req.cache_from else None)
-    solvers, solved_all = await _solve(req, root, plan_, fes, warmup, events, secrets, ssh,
+    solver, solved_all = await _solve(req, root, plan_, fes, warmup, events, secrets, ssh,
                                        imported)
-    steps = [StepReport(name=name, reason=reason, layer_seconds=s.layer_seconds.get(name, 0.0))
-             for s in solvers for name, reason in s.misses.items()]
+    steps = [StepReport(name=name, reason=reason,
+                        layer_seconds=solver.layer_seconds.get(name, 0.0))
+             for name, reason in solver.misses.items()]
     memo.mark_ran(plan_.memos[0], bool(steps))
     images = [assemble(root.content, fe.config, solved, source_date_epoch=req.source_date_epoch)
               for fe, solved in zip(fes, solved_all, strict=True)]
@@ -261,7 +263,7 @@ async def run(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compile
                          tags=tuple(tags), steps=tuple(steps), ref=ref,
                          warnings=warnings)
     result = await _outputs(req, root, result, events, stdout)
-    await asyncio.to_thread(_export_caches, req, root, solvers, events)
+    await asyncio.to_thread(_export_caches, req, root, solver, events)
     _write_result_files(req, result)
     if steps:
         await _collect_garbage(root, events, gc_keep_storage)
@@ -284,14 +286,18 @@ def _report_checks(fes: list[memo.Compiled], events: EventSink) -> tuple[BuildWa
 
 
 async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Compiled],
-                 warmup: Warmup, events: EventSink, secrets: tuple[tuple[str, str, str], ...],
-                 ssh: tuple[tuple[str, str], ...],
-                 imported: ImportedCache | None) -> tuple[list[Solver], list[Any]]:
+                 warmup: Warmup, events: EventSink, secrets: BuildSecrets, ssh: BuildAgents,
+                 imported: ImportedCache | None) -> tuple[Solver, list[Solved]]:
+    """Every platform's definition solved by one solver (one vertex table: a stage two
+    platforms share runs once), in the sandbox."""
     import asyncio
 
+    from pybuild.builder.contexts import Contexts
     from pybuild.builder.executor.runtime import find_runtime
     from pybuild.builder.executor.sandbox import SandboxExecutor
-    from pybuild.builder.solver import Solver, SolverOptions
+    from pybuild.builder.ops.base import OpContext
+    from pybuild.builder.snapshots import Layers, Workspace
+    from pybuild.builder.solver import SolvePolicy, Solver
     from pybuild.builder.workspace import build_dir, stale_build_dirs
     from pybuild.cache.store import CacheStore
     from pybuild.context.patterns import PatternMatcher
@@ -306,6 +312,7 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
     context = BuildContext(str(req.context), PatternMatcher(list(plan_.ignore_patterns))
                            if plan_.ignore_patterns else None, stat_cache,
                            ignore_file=plan_.ignore_name)
+    parallelism = req.max_parallelism or default_parallelism()
     try:
         with build_dir(root.tmp) as workdir:
             if os.geteuid() == 0:
@@ -323,19 +330,25 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
                 if daemon is not None:
                     sandbox.start_soon()
                 try:
-                    opts = SolverOptions(
-                        root=root.path, workdir=workdir, snapshots=root.snapshots,
-                        # Layers are stored uncompressed; exports compress them (once).
-                        compression="none",
-                        max_parallelism=req.max_parallelism or default_parallelism(),
-                        no_cache=req.no_cache, source_date_epoch=req.source_date_epoch,
-                        cache_root=str(root.cache_mounts), secrets=secrets, ssh=ssh,
-                        imported_cache=imported,
+                    # Layers are stored uncompressed; exports compress them (once).
+                    space = Workspace(workdir=workdir, snapshots=root.snapshots,
+                                      compression="none",
+                                      source_date_epoch=req.source_date_epoch)
+                    ctx = OpContext(
+                        store=root.content, executor=sandbox, space=space,
+                        layers=Layers(sandbox, root.content, space, parallelism),
+                        contexts=Contexts(context, {}), events=events, secrets=secrets,
+                        ssh=ssh, sources_dir=root.cache_dir, cache_mounts=root.cache_mounts,
+                        run_slots=asyncio.Semaphore(parallelism),
+                        refresh_downloads=req.no_cache,
                         http_ca_cert=str(req.registry.ca_cert or "") if req.registry else "")
-                    solvers = [Solver(fe.definition, store=root.content, cache=cache,
-                                      sandbox=sandbox, context=context, events=events,
-                                      opts=opts) for fe in fes]
-                    solved = list(await asyncio.gather(*(s.solve() for s in solvers)))
+                    policy = SolvePolicy(no_cache=req.no_cache,
+                                         source_date_epoch=req.source_date_epoch,
+                                         imported=imported,
+                                         dockerfile=os.path.abspath(plan_.dockerfile_path))
+                    solver = Solver([fe.definition for fe in fes], ctx=ctx, cache=cache,
+                                    policy=policy)
+                    solved = await solver.solve()
                 finally:
                     await sandbox.settle()
                     if sandbox.started:
@@ -346,7 +359,39 @@ async def _solve(req: BuildRequest, root: Root, plan_: Plan, fes: list[memo.Comp
         stat_cache.save()
     finally:
         cache.close()
-    return solvers, solved
+    return solver, solved
+
+
+class BuildSecrets:
+    """The build's `--secret`s for the solver (a SecretProvider): environment values
+    taken when the build starts, files read when a step mounts them."""
+
+    def __init__(self, secrets: tuple[tuple[str, str, str], ...]) -> None:
+        self._secrets = {sid: (kind, value) for sid, kind, value in secrets}
+
+    def get(self, secret_id: str) -> bytes | None:
+        found = self._secrets.get(secret_id)
+        if found is None:
+            return None
+        kind, value = found
+        if kind == "value":
+            return value.encode("utf-8", "surrogateescape")
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise UserError(f"secret {secret_id}: cannot read {value}: "
+                            f"{exc.strerror}") from None
+
+
+class BuildAgents:
+    """The build's `--ssh` agents for the solver (an SSHProvider)."""
+
+    def __init__(self, agents: tuple[tuple[str, str], ...]) -> None:
+        self._agents = dict(agents)
+
+    def socket(self, agent_id: str) -> str | None:
+        return self._agents.get(agent_id)
 
 
 def _read_secrets(req: BuildRequest) -> tuple[tuple[str, str, str], ...]:
@@ -469,7 +514,7 @@ def _import_caches(req: BuildRequest, root: Root, events: EventSink) -> Imported
                          warn=lambda text: events(Notice(text, level="warning")))
 
 
-def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
+def _export_caches(req: BuildRequest, root: Root, solver: Solver,
                    events: EventSink) -> None:
     """--cache-to: write the records of this build's steps (mode=min: those whose layers
     are in the result; max: all). A failure fails the build unless ignore-error=true."""
@@ -485,7 +530,7 @@ def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
         for option in req.cache_to:
             if option.type == "registry":
                 enable_tls()
-            keys = dict.fromkeys(k for s in solvers for k in s.export_keys(option.mode))
+            keys = solver.export_keys(option.mode)
             records = [r for r in (cache.get(k) for k in keys) if r is not None]
             try:
                 export_cache(root.content, option, export_records_for(records),

@@ -66,8 +66,10 @@ __all__ = [
     "Owner",
     "PathEntry",
     "PathProbe",
+    "SSHProvider",
     "SSHSocket",
     "SecretFile",
+    "SecretProvider",
     "StepMount",
     "StepOutcome",
     "Tmpfs",
@@ -152,4 +154,21 @@ class Executor(Protocol):
 
     def take_notices(self) -> list[ExecutorNotice]:
         """The notices since the last call."""
+        ...
+
+
+class SecretProvider(Protocol):
+    """The build's secrets (`--secret`), asked for by id when a step mounts one; the
+    caller reads files and the environment, the builder never does."""
+
+    def get(self, secret_id: str) -> bytes | None:
+        """The secret's bytes; None when the build has no secret of that id."""
+        ...
+
+
+class SSHProvider(Protocol):
+    """The build's SSH agents (`--ssh`), by id: the agent socket a step's mount relays."""
+
+    def socket(self, agent_id: str) -> str | None:
+        """The agent socket's path; None when the build has no agent of that id."""
         ...

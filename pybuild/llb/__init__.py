@@ -9,6 +9,7 @@ from pybuild.llb.ops import (
     FileAction,
     FileOp,
     Input,
+    MergeOp,
     MkdirAction,
     MkfileAction,
     Mount,
@@ -22,6 +23,6 @@ from pybuild.llb.ops import (
 
 __all__ = [
     "CacheMountOpts", "Chown", "CopyAction", "Definition", "DefinitionBuilder", "ExecOp",
-    "FileAction", "FileOp", "Input", "MkdirAction", "MkfileAction", "Mount", "Op",
+    "FileAction", "FileOp", "Input", "MergeOp", "MkdirAction", "MkfileAction", "Mount", "Op",
     "OpMetadata", "SSHOpts", "SecretOpts", "SourceOp", "encode", "op_digest",
 ]

@@ -272,7 +272,27 @@ class FileOp:
         }
 
 
-Op = SourceOp | ExecOp | FileOp
+# --- merge -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MergeOp:
+    """The filesystems of `sources` stacked, bottom first (BuildKit's MergeOp): their layers
+    are reused as they are, nothing is copied. `COPY --link` is a copy onto scratch merged
+    onto the stage, so its layer does not depend on (and is not rebuilt for) what is below."""
+
+    sources: tuple[Input, ...]
+
+    kind = "merge"
+
+    def inputs(self) -> tuple[Input, ...]:
+        return self.sources
+
+    def to_json(self) -> dict[str, Any]:
+        return {"inputs": [[str(i.op), i.index] for i in self.sources]}
+
+
+Op = SourceOp | ExecOp | FileOp | MergeOp
 
 
 def encode(op: Op) -> bytes:

@@ -1,7 +1,7 @@
 """`COPY dir/ /new/` writes its layer straight from the context (builder/context_layer.py).
 
 A cold COPY of many files writes that layer before its cache key, recording the files'
-digests in the stat cache as it reads them (solver._prewrite_context_layer). The shortcut
+digests in the stat cache as it reads them (ops.file.FileHandler._prewrite). The shortcut
 must give exactly the layer the general way gives (extract onto the overlay,
 diff the upper dir): with SOURCE_DATE_EPOCH both are reproducible, so the layer digests
 must be equal. The general way is forced by patching the shortcut out in a subprocess.
@@ -34,21 +34,22 @@ SCRIPT = """\
 import json, sys
 from pathlib import Path
 from pybuild.api import BuildRequest, Builder
-from pybuild.builder import solver
+from pybuild.builder.ops import file
 
 if sys.argv[3] == "general":
     async def _never(self, *args, **kwargs):
         return None
-    solver.Solver._context_layer = _never
+    file.FileHandler._context_layer = _never
     calls = None
 else:
     calls = []
-    real = solver.Solver._context_layer
+    real = file.FileHandler._context_layer
     async def _counted(self, *args, **kwargs):
         out = await real(self, *args, **kwargs)
-        calls.append(["prewrite" if len(args) > 3 else "in-step", out is not None])
+        calls.append(["prewrite" if kwargs.get("record_digests") else "in-step",
+                      out is not None])
         return out
-    solver.Solver._context_layer = _counted
+    file.FileHandler._context_layer = _counted
 builder = Builder(Path(sys.argv[1]))
 r = builder.build(BuildRequest(context=sys.argv[2], source_date_epoch=1000, no_cache=True,
                                tags=("ctxlayer:test",)))

@@ -111,8 +111,15 @@ def test_ssh_agent_socket_is_forwarded(fresh_root: Path, tmp_path: Path, trav: P
         files = last_layer(fresh_root, "ssh:1", tmp_path)
         assert files["sock"].data == b"/run/buildkit/ssh_agent.0\n"
         assert not any(n.startswith("run") for n in files)
+        # Without --ssh an ssh mount is optional, as BuildKit's default (required=false):
+        # the step runs without a socket (and here fails its own test of it)...
         r = api_build(fresh_root, ctx, no_cache=True)
-        assert r.code == 1 and "no SSH agent" in r.err
+        assert r.code == 1 and "exit code: 1" in r.err and "no SSH agent" not in r.err
+        # ...and `required=true` refuses to run it.
+        required = write_context(tmp_path / "ctx2", "FROM busybox\n"
+                                 "RUN --mount=type=ssh,required=true true\n")
+        r = api_build(fresh_root, required, no_cache=True)
+        assert r.code == 1 and "no SSH agent" in r.err and "Dockerfile:2" in r.err
     finally:
         srv.close()
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-from pybuild.builder.solver import Solver
+from pybuild.builder.ops.source import SourceHandler
 from pybuild.digest import Digest
 from pybuild.llb import SourceOp
 from pybuild.root import Root
@@ -112,10 +112,10 @@ def test_oci_layout_source_imports_blobs(pybuild: PybuildRunner, base_layout: Pa
     index = json.loads((base_layout / "index.json").read_text())
     top = index["manifests"][0]
     store = ContentStore(tmp_path / "content")
-    fake = SimpleNamespace(store=store)
+    handler = SourceHandler(SimpleNamespace(store=store))  # type: ignore[arg-type]
     op = SourceOp(identifier=f"oci-layout://{base_layout}@{top['digest']}",
                   attrs=(("platform", "linux/arm64"),))
-    desc, ref = Solver._import_oci_layout(fake, op)  # type: ignore[arg-type]
+    desc, ref = handler._import_layout(op)
     assert ref.startswith("oci-layout://")
     assert store.has(desc.digest) and desc.digest != Digest(top["digest"])
     manifest = json.loads(store.read(desc.digest, what="manifest"))

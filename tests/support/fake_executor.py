@@ -437,7 +437,8 @@ def _copied(action: CopyFiles) -> Files:
         pattern = _abs(pattern)
         roots = [p for p in found if fnmatch.fnmatchcase(p, pattern)] if pattern != "/" else ["/"]
         for root in roots:
-            below = {p: e for p, e in found.items() if p == root or p.startswith(root + "/")}
+            prefix = root.rstrip("/") + "/"  # ("/" itself: everything is below it)
+            below = {p: e for p, e in found.items() if p == root or p.startswith(prefix)}
             is_dir = root == "/" or found.get(root) is None
             if is_dir:
                 out.setdefault(dest, None)

@@ -17,7 +17,7 @@ from pathlib import Path
 from pybuild.digest import Digest
 from pybuild.layers.tarwriter import LayerWriter
 from pybuild.oci.descriptor import Descriptor
-from pybuild.oci.platform import host
+from pybuild.oci.platform import Platform, host
 from pybuild.root import Root
 from pybuild.testimages.busybox import import_into_store
 
@@ -50,16 +50,12 @@ def layer_tar(files: Mapping[str, bytes | str], mtime: int = 0) -> bytes:
 
 
 def put_image(stores: Root, name: str, files: Mapping[str, bytes | str] = DEFAULT_FILES,
-              *, env: tuple[str, ...] = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin",)) -> Descriptor:
-    """A one-layer image of `files`, for the host platform, named `name` in `stores`."""
-    platform = host()
+              *, env: tuple[str, ...] = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin",),
+              platforms: tuple[Platform, ...] = ()) -> Descriptor:
+    """A one-layer image of `files`, named `name` in `stores`: for the host platform, or
+    an index of one such image per platform in `platforms` (the file content is the same,
+    the configs differ)."""
     tar = layer_tar(files)
-    config = json.dumps({
-        "architecture": platform.architecture, "os": platform.os,
-        "created": "2000-01-01T00:00:00Z", "config": {"Env": list(env)},
-        "rootfs": {"type": "layers", "diff_ids": [str(Digest.from_bytes(tar))]},
-        "history": [{"created": "2000-01-01T00:00:00Z", "created_by": "tests.support"}],
-    }).encode()
     with tempfile.TemporaryDirectory(prefix="pybuild-image-") as tmp:
         layout = Path(tmp)
         blobs = layout / "blobs" / "sha256"
@@ -70,13 +66,31 @@ def put_image(stores: Root, name: str, files: Mapping[str, bytes | str] = DEFAUL
             (blobs / digest.hex).write_bytes(data)
             return {"mediaType": media_type, "digest": str(digest), "size": len(data)}
 
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": put(config, "application/vnd.oci.image.config.v1+json"),
-            "layers": [put(tar, "application/vnd.oci.image.layer.v1.tar")],
-        }).encode()
+        def manifest(platform: Platform) -> dict[str, object]:
+            config = json.dumps({
+                "architecture": platform.architecture, "os": platform.os,
+                **({"variant": platform.variant} if platform.variant else {}),
+                "created": "2000-01-01T00:00:00Z", "config": {"Env": list(env)},
+                "rootfs": {"type": "layers", "diff_ids": [str(Digest.from_bytes(tar))]},
+                "history": [{"created": "2000-01-01T00:00:00Z", "created_by": "tests.support"}],
+            }).encode()
+            data = json.dumps({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": put(config, "application/vnd.oci.image.config.v1+json"),
+                "layers": [put(tar, "application/vnd.oci.image.layer.v1.tar")],
+            }).encode()
+            return put(data, "application/vnd.oci.image.manifest.v1+json")
+
+        if platforms:
+            children = [{**manifest(p), "platform": p.to_json()} for p in platforms]
+            inner = json.dumps({"schemaVersion": 2,
+                                "mediaType": "application/vnd.oci.image.index.v1+json",
+                                "manifests": children}).encode()
+            top = [put(inner, "application/vnd.oci.image.index.v1+json")]
+        else:
+            top = [manifest(host())]
         index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                 "manifests": [put(manifest, "application/vnd.oci.image.manifest.v1+json")]}
+                 "manifests": top}
         (layout / "index.json").write_text(json.dumps(index))
         (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
         return import_into_store(stores.content, stores.images, layout, name=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 
 from pybuild.frontend.dockerfile2llb.convert_runmount import context_input, scratch_input
@@ -25,7 +26,7 @@ from pybuild.frontend.dockerfile2llb.validations import (
 from pybuild.frontend.instructions import types as ins
 from pybuild.frontend.shell.lex import ShellLex
 from pybuild.gocompat import clean_path, to_bytes
-from pybuild.llb import Chown, CopyAction, FileOp, Input, MkfileAction
+from pybuild.llb import Chown, CopyAction, FileOp, Input, MergeOp, MkfileAction
 
 
 def dest_path(workdir: str, dest: str) -> tuple[str, bool]:
@@ -165,5 +166,12 @@ def dispatch_copy(ctx: DispatchContext, d: DispatchState, inst: ins.CopyInstruct
             exclude=tuple(inst.exclude), from_context=False, dest_is_dir=dest_is_dir,
             link=link))
     history += " " + dest_raw
-    d.state = ctx.add(FileOp(base=d.state, actions=tuple(actions)), meta)
+    if link:
+        # BuildKit's --link: the copy is made on scratch and merged onto the stage, so its
+        # layer (and its cache key) never depend on what is below it.
+        copied = ctx.add(FileOp(base=None, actions=tuple(actions)), meta)
+        d.state = copied if d.state is None else ctx.add(
+            MergeOp(sources=(d.state, copied)), dataclasses.replace(meta, description=""))
+    else:
+        d.state = ctx.add(FileOp(base=d.state, actions=tuple(actions)), meta)
     commit(ctx, d, history, layer=True, buildkit=True)
