@@ -36,9 +36,11 @@ if TYPE_CHECKING:
     import contextlib
 
     from pybuild.builder.remote_cache import CacheOption
+    from pybuild.calls import CallName
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.resolver import NamedContext
+    from pybuild.frontend.subrequests import LintReport, Outline, TargetList
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.history import BuildRecorder, HistoryOptions
     from pybuild.image_archives import LoadReport
@@ -187,6 +189,19 @@ class Builder:
             self._history = HistoryOptions.from_environ(os.environ)
         recorder = recording.start(self.root, request, self._history, os.environ)
         return recorder, tee(on_event, recorder)
+
+    def call(self, request: BuildRequest,
+             name: CallName) -> Outline | TargetList | LintReport:
+        """A frontend subrequest instead of a build (`docker buildx build --call=NAME`):
+        "outline" (the build args, secrets and SSH ids the target uses), "targets" (the
+        stages) or "check" (the build checks, over every stage unless a target is
+        given). Nothing is built, exported or tagged; the answer's `to_text()` and
+        `to_json()` are what buildx prints (a check's `status_code` is buildx's exit
+        status)."""
+        from pybuild import calls
+
+        with _local_inputs(request, self.root) as local:
+            return calls.run(local, self.root, name)
 
     def definition(self, request: BuildRequest) -> Definition:
         """The op DAG of a build's (first) platform, without building it."""
