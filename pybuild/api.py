@@ -85,7 +85,7 @@ class Builder:
             request, load_names = _loads(request)
             _check_engine(request)
             _remove_stale(request.iidfile)
-            with _local_inputs(request, self.root) as local:
+            with _local_inputs(request, self.root) as local, _ssh_agents(local) as local:
                 result = self._build(_without_result_files(local), events, recorder, stdout,
                                      handle_sigterm)
             result = self._finish(request, result, load_names, events)
@@ -162,6 +162,8 @@ class Builder:
             with contextlib.ExitStack() as stack:
                 inputs = _local_inputs(request, self.root)
                 local = await asyncio.to_thread(stack.enter_context, inputs)
+                # On this thread: an agent is stopped when the thread that started it ends.
+                local = stack.enter_context(_ssh_agents(local))
                 req = _without_result_files(local)
                 warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
                 plan = await asyncio.to_thread(job.plan, req, self.root)
@@ -392,6 +394,17 @@ def _local_inputs(request: BuildRequest, root: Root) -> contextlib.AbstractConte
     from pybuild.contexts import local_inputs
 
     return local_inputs(request, root)
+
+
+def _ssh_agents(request: BuildRequest) -> contextlib.AbstractContextManager[BuildRequest]:
+    """`--ssh ID=KEYFILE`: a private ssh-agent per id for the build (see `sshagents`)."""
+    import contextlib
+
+    if not any(a.keys for a in request.ssh):
+        return contextlib.nullcontext(request)
+    from pybuild.sshagents import key_agents
+
+    return key_agents(request)
 
 
 def _loads(request: BuildRequest) -> tuple[BuildRequest, tuple[str, ...]]:

@@ -152,7 +152,9 @@ def add_arguments(b: argparse.ArgumentParser, registry_flags: Any) -> None:
                         "id=ID,env=VAR, or id=ID (the variable ID if set, else the file ID); "
                         "never stored in the image or the cache")
     b.add_argument("--ssh", action="append", default=[],
-                   help="forward an SSH agent to RUN --mount=type=ssh: default or ID=SOCKET")
+                   help="forward an SSH agent to RUN --mount=type=ssh: default "
+                        "($SSH_AUTH_SOCK), ID=SOCKET, or ID=KEYFILE[,KEYFILE...] (the keys "
+                        "are served by a private ssh-agent for the build's duration)")
     b.add_argument("--build-context", action="append", default=[],
                    help="named context NAME=DIR|docker-image://REF|oci-layout://DIR@DIGEST|"
                         "GIT-URL|HTTPS-URL; overrides FROM NAME and COPY --from=NAME")
