@@ -80,6 +80,7 @@ class Builder:
         SIGTERM cancels the build as Ctrl-C does (for a process that is only this build).
         Remote and tar contexts are fetched or unpacked first (see `contexts`); `load`
         hands the result to podman or docker last."""
+        request = _read_pipes(request)
         recorder, events = self._record(request, on_event)  # first: every error is in it
         try:
             request, load_names = _loads(request)
@@ -150,6 +151,7 @@ class Builder:
         from pybuild.startup import Warmup
 
         loop = asyncio.get_running_loop()
+        request = await asyncio.to_thread(_read_pipes, request)
         recorder, events = self._record(request, on_event)
 
         def threadsafe(event: Any) -> None:
@@ -394,6 +396,15 @@ def _local_inputs(request: BuildRequest, root: Root) -> contextlib.AbstractConte
     from pybuild.contexts import local_inputs
 
     return local_inputs(request, root)
+
+
+def _read_pipes(request: BuildRequest) -> BuildRequest:
+    """Secrets given as pipes (`src=<(command)`) read once, before anything reads them."""
+    if not any(s.file for s in request.secrets):
+        return request
+    from pybuild.job import read_pipe_secrets
+
+    return read_pipe_secrets(request)
 
 
 def _ssh_agents(request: BuildRequest) -> contextlib.AbstractContextManager[BuildRequest]:

@@ -55,6 +55,9 @@ def plan(req: BuildRequest, root: Root) -> Plan:
 
     _check_tags(req.tags)
     _refuse_unsupported(req)
+    if req.max_parallelism < 0:  # before anything runs (job.run checks it too)
+        raise UserError(f"--max-parallelism {req.max_parallelism}: must be 0 (the default) "
+                        "or more", code="bad-flag")
     data, df_path, patterns, ignore_name, inputs = frontend_inputs(req)
     memos = tuple(memo.memo_path(root.frontend_memo_dir, i) for i in inputs)
     likely = (req.no_cache or bool(req.no_cache_filter) or memo.ran_marker(memos[0]).exists()
@@ -440,6 +443,27 @@ def _read_secrets(req: BuildRequest) -> tuple[tuple[str, str, str], ...]:
 MAX_SECRET_SIZE = 500 * 1024
 
 
+def read_pipe_secrets(req: BuildRequest) -> BuildRequest:
+    """`--secret id=ID,src=<(command)`: a secret whose file is a pipe is read once, now,
+    into bytes (a pipe gives its content to one reader only, and both the build record's
+    redaction and the build read secrets)."""
+    import dataclasses
+
+    from pybuild.request import Secret
+
+    if not any(s.file for s in req.secrets):
+        return req
+    out = []
+    for s in req.secrets:
+        try:
+            pipe = bool(s.file) and stat.S_ISFIFO(os.stat(s.file).st_mode)
+        except OSError:
+            pipe = False  # reported where the secrets are read
+        out.append(Secret.from_bytes(s.id, _read_pipe_secret(s.id, s.file).encode(
+            "utf-8", "surrogateescape")) if pipe else s)
+    return dataclasses.replace(req, secrets=tuple(out))
+
+
 def _read_pipe_secret(sid: str, path: str) -> str:
     """A secret from a pipe (process substitution), at most MAX_SECRET_SIZE bytes."""
     try:
@@ -563,8 +587,14 @@ def _export_caches(req: BuildRequest, root: Root, solvers: list[Solver],
             keys = dict.fromkeys(k for s in solvers for k in s.export_keys(option.mode))
             records = [r for r in (cache.get(k) for k in keys) if r is not None]
             try:
-                export_cache(root.content, option, export_records_for(records),
-                             memo_path=root.compression_memo, registry_options=req.registry)
+                try:
+                    export_cache(root.content, option, export_records_for(records),
+                                 memo_path=root.compression_memo,
+                                 registry_options=req.registry)
+                except OSError as err:  # the destination: a path that cannot be written
+                    where = err.filename or option.where
+                    raise UserError(f"--cache-to {option.where}: cannot write {where}: "
+                                    f"{err.strerror or err}", code="cache-export") from None
             except PybuildError as exc:
                 if option.get("ignore-error") != "true":
                     raise
