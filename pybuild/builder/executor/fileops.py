@@ -31,12 +31,10 @@ archive makes in place of a directory never redirects a later write, chmod or ut
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
 import fnmatch
 import functools
-import lzma
 import os
 import re
 import shutil
@@ -352,22 +350,14 @@ def _copy_parents(root: str, action: CopyFiles, src_root: str, copier: _Copier,
 
 # --- ADD: local archives ---------------------------------------------------------------
 
-_BZIP2_MAGIC = b"BZh"
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-
-
 def _open_archive(path: str, stack: contextlib.ExitStack) -> BinaryIO:
-    """The decompressed stream of `path` (compression recognised by its magic bytes)."""
+    """The decompressed stream of `path` (compression recognised by its magic bytes),
+    bounded as layers are (a decompression bomb is refused, not unpacked)."""
     from pybuild.layers.decompress import decompressed
 
     f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
-    head = f.read(6)
-    f.seek(0)
-    if head.startswith(_BZIP2_MAGIC):
-        return stack.enter_context(bz2.BZ2File(f))  # type: ignore[return-value]
-    if head.startswith(_XZ_MAGIC):
-        return stack.enter_context(lzma.LZMAFile(f))  # type: ignore[return-value]
-    return stack.enter_context(decompressed(f))
+    return stack.enter_context(decompressed(f, archive_formats=True,
+                                            what=f"archive {os.path.basename(path)}"))
 
 
 def is_archive(path: str) -> bool:
