@@ -36,9 +36,11 @@ if TYPE_CHECKING:
     import contextlib
 
     from pybuild.builder.remote_cache import CacheOption
+    from pybuild.calls import CallName
     from pybuild.exporters.base import OutputSpec
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.resolver import NamedContext
+    from pybuild.frontend.subrequests import LintReport, Outline, TargetList
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.history import BuildRecorder, HistoryOptions
     from pybuild.image_archives import LoadReport
@@ -78,12 +80,13 @@ class Builder:
         SIGTERM cancels the build as Ctrl-C does (for a process that is only this build).
         Remote and tar contexts are fetched or unpacked first (see `contexts`); `load`
         hands the result to podman or docker last."""
+        request = _read_pipes(request)
         recorder, events = self._record(request, on_event)  # first: every error is in it
         try:
             request, load_names = _loads(request)
             _check_engine(request)
             _remove_stale(request.iidfile)
-            with _local_inputs(request, self.root) as local:
+            with _local_inputs(request, self.root) as local, _ssh_agents(local) as local:
                 result = self._build(_without_result_files(local), events, recorder, stdout,
                                      handle_sigterm)
             result = self._finish(request, result, load_names, events)
@@ -148,6 +151,7 @@ class Builder:
         from pybuild.startup import Warmup
 
         loop = asyncio.get_running_loop()
+        request = await asyncio.to_thread(_read_pipes, request)
         recorder, events = self._record(request, on_event)
 
         def threadsafe(event: Any) -> None:
@@ -160,6 +164,8 @@ class Builder:
             with contextlib.ExitStack() as stack:
                 inputs = _local_inputs(request, self.root)
                 local = await asyncio.to_thread(stack.enter_context, inputs)
+                # On this thread: an agent is stopped when the thread that started it ends.
+                local = stack.enter_context(_ssh_agents(local))
                 req = _without_result_files(local)
                 warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
                 plan = await asyncio.to_thread(job.plan, req, self.root)
@@ -187,6 +193,19 @@ class Builder:
             self._history = HistoryOptions.from_environ(os.environ)
         recorder = recording.start(self.root, request, self._history, os.environ)
         return recorder, tee(on_event, recorder)
+
+    def call(self, request: BuildRequest,
+             name: CallName) -> Outline | TargetList | LintReport:
+        """A frontend subrequest instead of a build (`docker buildx build --call=NAME`):
+        "outline" (the build args, secrets and SSH ids the target uses), "targets" (the
+        stages) or "check" (the build checks, over every stage unless a target is
+        given). Nothing is built, exported or tagged; the answer's `to_text()` and
+        `to_json()` are what buildx prints (a check's `status_code` is buildx's exit
+        status)."""
+        from pybuild import calls
+
+        with _local_inputs(request, self.root) as local:
+            return calls.run(local, self.root, name)
 
     def definition(self, request: BuildRequest) -> Definition:
         """The op DAG of a build's (first) platform, without building it."""
@@ -377,6 +396,26 @@ def _local_inputs(request: BuildRequest, root: Root) -> contextlib.AbstractConte
     from pybuild.contexts import local_inputs
 
     return local_inputs(request, root)
+
+
+def _read_pipes(request: BuildRequest) -> BuildRequest:
+    """Secrets given as pipes (`src=<(command)`) read once, before anything reads them."""
+    if not any(s.file for s in request.secrets):
+        return request
+    from pybuild.job import read_pipe_secrets
+
+    return read_pipe_secrets(request)
+
+
+def _ssh_agents(request: BuildRequest) -> contextlib.AbstractContextManager[BuildRequest]:
+    """`--ssh ID=KEYFILE`: a private ssh-agent per id for the build (see `sshagents`)."""
+    import contextlib
+
+    if not any(a.keys for a in request.ssh):
+        return contextlib.nullcontext(request)
+    from pybuild.sshagents import key_agents
+
+    return key_agents(request)
 
 
 def _loads(request: BuildRequest) -> tuple[BuildRequest, tuple[str, ...]]:

@@ -39,6 +39,7 @@ from pybuild.request import BuildRequest, TarContext
 
 if TYPE_CHECKING:
     from pybuild.frontend.resolver import NamedContext
+    from pybuild.layers.decompress import ExpansionLimits
     from pybuild.root import Root
 
 MAX_DOCKERFILE = 2 << 20  # buildx's maxDockerfileSize
@@ -138,8 +139,10 @@ def _clear(path: Path) -> None:
         os.unlink(path)
 
 
-def unpack(stream: IO[bytes], dest: Path, what: str) -> None:
-    """Unpack a tar stream (plain, gzip, bzip2 or xz) into the empty directory `dest`.
+def unpack(stream: IO[bytes], dest: Path, what: str,
+           limits: ExpansionLimits | None = None) -> None:
+    """Unpack a tar stream (plain, gzip, bzip2, xz or zstd; decompression bounded by
+    `layers.decompress`' limits) into the empty directory `dest`.
     Regular files, directories, symbolic links (kept as they are, wherever they point: a
     context copies links, never follows them) and hard links to earlier files; modes
     (set-id bits too: `dest` is private) and mtimes kept, owners not. Names that climb
@@ -147,9 +150,14 @@ def unpack(stream: IO[bytes], dest: Path, what: str) -> None:
     refused."""
     import tarfile
 
+    from pybuild.layers.decompress import DEFAULT_LIMITS, decompressed
+
     dirs: list[tuple[Path, int, float]] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        # Bounded as layers are: a gzip/bzip2/xz/zstd bomb is refused, not unpacked.
+        plain = decompressed(stream, archive_formats=True, what=what,  # type: ignore[arg-type]
+                             limits=limits or DEFAULT_LIMITS)
+        with plain, tarfile.open(fileobj=plain, mode="r|") as tar:
             for member in tar:
                 rel = _safe_name(member.name)
                 if rel is None:

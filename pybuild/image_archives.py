@@ -14,7 +14,6 @@ read every archive form and return the names it records).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, NotFoundError, UserError
@@ -215,7 +214,9 @@ def _store_layer(root: Root, archive: _Archive, name: str, diff_id: Digest) -> i
 
     if root.content.has(diff_id):
         return root.content.size(diff_id)
-    with archive.open(name) as raw, decompressed(raw) as plain, root.content.writer() as w:  # type: ignore[arg-type]
+    with archive.open(name) as raw_io, \
+            decompressed(cast(BinaryIO, raw_io), what=f"layer {name} of the archive") as plain, \
+            root.content.writer() as w:
         while chunk := plain.read(1 << 20):
             w.write(chunk)
         size = w.size
@@ -360,19 +361,11 @@ IMPORT_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL", 
 
 def _open_rootfs(stream: IO[bytes]) -> IO[bytes]:
     """The tar inside a plain, gzip, zstd, bzip2 or xz stream (docker import's set)."""
-    import bz2
-    import lzma
-
-    from pybuild.contexts import Prefixed, read_head
     from pybuild.layers.decompress import decompressed
 
-    head = read_head(stream, 6)
-    joined = io.BufferedReader(Prefixed(head, stream))
-    if head.startswith(b"BZh"):
-        return bz2.open(joined, "rb")
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(joined, "rb")
-    return decompressed(joined)
+    # Bounded as layers are: a decompression bomb is refused, not imported.
+    return decompressed(stream, archive_formats=True,  # type: ignore[arg-type]
+                        what="the root filesystem archive")
 
 
 def apply_changes(config: ContainerConfig, changes: tuple[str, ...]) -> ContainerConfig:

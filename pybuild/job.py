@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,22 @@ def plan(req: BuildRequest, root: Root) -> Plan:
 
     _check_tags(req.tags)
     _refuse_unsupported(req)
+    if req.max_parallelism < 0:  # before anything runs (job.run checks it too)
+        raise UserError(f"--max-parallelism {req.max_parallelism}: must be 0 (the default) "
+                        "or more", code="bad-flag")
+    data, df_path, patterns, ignore_name, inputs = frontend_inputs(req)
+    memos = tuple(memo.memo_path(root.frontend_memo_dir, i) for i in inputs)
+    likely = (req.no_cache or bool(req.no_cache_filter) or memo.ran_marker(memos[0]).exists()
+              or not all(m.exists() for m in memos))
+    return Plan(dockerfile=data, dockerfile_path=df_path, ignore_patterns=patterns,
+                ignore_name=ignore_name, inputs=inputs, memos=memos, idmap=idmap_mod.detect(),
+                likely_runs=likely)
+
+
+def frontend_inputs(req: BuildRequest) -> tuple[bytes, str, tuple[str, ...], str,
+                                                tuple[memo.FrontendInputs, ...]]:
+    """What the frontend is given, one per platform (also for `--call`, which builds
+    nothing): the Dockerfile's bytes and path, the .dockerignore patterns and name."""
     if not isinstance(req.context, (str, Path)):
         raise UserError("the build context must be a directory here: remote and tar "
                         "contexts are made local by the Builder (see pybuild.contexts)")
@@ -75,12 +92,7 @@ def plan(req: BuildRequest, root: Root) -> Plan:
         platform=p, labels=req.labels, dockerignore=patterns, no_cache=req.no_cache,
         no_cache_filter=req.no_cache_filter, network=req.network, named_contexts=named,
         multi_platform=len(platforms) > 1, pull=req.pull) for p in platforms)
-    memos = tuple(memo.memo_path(root.frontend_memo_dir, i) for i in inputs)
-    likely = (req.no_cache or bool(req.no_cache_filter) or memo.ran_marker(memos[0]).exists()
-              or not all(m.exists() for m in memos))
-    return Plan(dockerfile=data, dockerfile_path=df_path, ignore_patterns=patterns,
-                ignore_name=ignore_name, inputs=inputs, memos=memos, idmap=idmap_mod.detect(),
-                likely_runs=likely)
+    return data, df_path, patterns, ignore_name, inputs
 
 
 def _check_tags(tags: tuple[str, ...]) -> None:
@@ -127,27 +139,65 @@ def _checked_context(name: str, nc: Any) -> Any:
     return type(nc)(kind="local", value=path)
 
 
+# The names a Dockerfile is found by when -f is not given: buildx's `Dockerfile`, then
+# BuildKit's lower-case fallback (`handleLowercaseDockerfile`), then podman/buildah's
+# `Containerfile` (buildah's `DiscoverContainerfile` looks for it first; pybuild keeps
+# buildx's name first, so a context holding both builds as it does with buildx).
+DEFAULT_DOCKERFILES = ("Dockerfile", "dockerfile", "Containerfile")
+
+
 def read_dockerfile(context: str, dockerfile: str,
                     data: bytes | None = None) -> tuple[bytes, str]:
     """The Dockerfile's bytes and the path it is known by. `data` (from stdin, `-f -`) is
-    named `Dockerfile` in the context, as buildx names it."""
+    named `Dockerfile` in the context, as buildx names it. A relative `-f` is relative to
+    the working directory, as buildx takes it. Only a regular file is read: a device or
+    a FIFO given as `-f` would be read without end (buildx reads only `-f -` from
+    stdin)."""
     if not os.path.isdir(context):
         raise UserError(f"build context {context!r} is not a directory")
     if data is not None:
         return data, os.path.join(context, "Dockerfile")
-    path = dockerfile or os.path.join(context, "Dockerfile")
-    if not dockerfile and not os.path.exists(path):
-        lower = os.path.join(context, "dockerfile")
-        if os.path.exists(lower):
-            path = lower
+    path = dockerfile
+    if not dockerfile:
+        candidates = [os.path.join(context, name) for name in DEFAULT_DOCKERFILES]
+        path = next((c for c in candidates if os.path.lexists(c)), candidates[0])
+    return read_regular_file(path, what="Dockerfile",
+                             hint="pass -f PATH, or add a Dockerfile (or Containerfile) "
+                                  "to the context"), path
+
+
+def read_regular_file(path: str, *, what: str, hint: str = "") -> bytes:
+    """The bytes of the regular file `path` (symlinks followed); anything else, or a
+    missing file, is a one-line error naming the path."""
     try:
-        with open(path, "rb") as f:
-            return f.read(), path
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise NotFoundError(f"Dockerfile not found: {path}",
-                            hint="pass -f PATH, or add a Dockerfile to the context") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a Dockerfile") from None
+        raise NotFoundError(f"{what} not found: {path}", hint=hint or None) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{path} is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{what} {path} is not a regular file ({_file_kind(st.st_mode)})",
+                            code="bad-flag",
+                            hint="give a regular file (for stdin use -f -)"
+                            if what == "Dockerfile" else None)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def read_ignore(context: str, dockerfile_path: str) -> tuple[tuple[str, ...], str]:
@@ -413,15 +463,64 @@ def _read_secrets(req: BuildRequest) -> tuple[tuple[str, str, str], ...]:
             out.append((s.id, "value", s.data.decode("utf-8", "surrogateescape")))
         else:
             try:
-                os.stat(file)
+                st = os.stat(file)
             except OSError as exc:
                 how = "" if s.file else f" (no environment variable {s.id} either)"
                 raise UserError(f"--secret id={s.id}: cannot read {file}: "
                                 f"{exc.strerror}{how}", code="secret-missing",
                                 hint=f"pass --secret id={s.id},src=FILE or "
                                      f"--secret id={s.id},env=VARIABLE") from None
+            if stat.S_ISFIFO(st.st_mode):  # `src=<(command)`: read once, here
+                out.append((s.id, "value", _read_pipe_secret(s.id, file)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise UserError(f"--secret id={s.id}: {file} is not a regular file "
+                                f"({_file_kind(st.st_mode)})", code="bad-flag")
+            if st.st_size > MAX_SECRET_SIZE:
+                raise UserError(f"--secret id={s.id}: {file} is too big for a secret "
+                                f"({st.st_size} bytes; at most {MAX_SECRET_SIZE})",
+                                code="bad-flag")
             out.append((s.id, "file", file))
     return tuple(out)
+
+
+# BuildKit's secretsprovider.MaxSecretSize.
+MAX_SECRET_SIZE = 500 * 1024
+
+
+def read_pipe_secrets(req: BuildRequest) -> BuildRequest:
+    """`--secret id=ID,src=<(command)`: a secret whose file is a pipe is read once, now,
+    into bytes (a pipe gives its content to one reader only, and both the build record's
+    redaction and the build read secrets)."""
+    import dataclasses
+
+    from pybuild.request import Secret
+
+    if not any(s.file for s in req.secrets):
+        return req
+    out = []
+    for s in req.secrets:
+        try:
+            pipe = bool(s.file) and stat.S_ISFIFO(os.stat(s.file).st_mode)
+        except OSError:
+            pipe = False  # reported where the secrets are read
+        out.append(Secret.from_bytes(s.id, _read_pipe_secret(s.id, s.file).encode(
+            "utf-8", "surrogateescape")) if pipe else s)
+    return dataclasses.replace(req, secrets=tuple(out))
+
+
+def _read_pipe_secret(sid: str, path: str) -> str:
+    """A secret from a pipe (process substitution), at most MAX_SECRET_SIZE bytes."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET_SIZE + 1)
+    except OSError as exc:
+        raise UserError(f"--secret id={sid}: cannot read {path}: {exc.strerror}",
+                        code="secret-missing") from None
+    if len(data) > MAX_SECRET_SIZE:
+        raise UserError(f"--secret id={sid}: {path} is too big for a secret (more than "
+                        f"{MAX_SECRET_SIZE} bytes)", code="bad-flag")
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _ssh_sockets(req: BuildRequest) -> tuple[tuple[str, str], ...]:
@@ -533,8 +632,14 @@ def _export_caches(req: BuildRequest, root: Root, solver: Solver,
             keys = solver.export_keys(option.mode)
             records = [r for r in (cache.get(k) for k in keys) if r is not None]
             try:
-                export_cache(root.content, option, export_records_for(records),
-                             memo_path=root.compression_memo, registry_options=req.registry)
+                try:
+                    export_cache(root.content, option, export_records_for(records),
+                                 memo_path=root.compression_memo,
+                                 registry_options=req.registry)
+                except OSError as err:  # the destination: a path that cannot be written
+                    where = err.filename or option.where
+                    raise UserError(f"--cache-to {option.where}: cannot write {where}: "
+                                    f"{err.strerror or err}", code="cache-export") from None
             except PybuildError as exc:
                 if option.get("ignore-error") != "true":
                     raise

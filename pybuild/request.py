@@ -69,11 +69,18 @@ class Secret:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SSHAgent:
-    """An SSH agent for `RUN --mount=type=ssh,id=ID`: an agent socket; none given means
+    """An SSH agent for `RUN --mount=type=ssh,id=ID`: an agent socket, or private key
+    files (`keys`: loaded into an ssh-agent of the build's own, started for the build and
+    stopped after it, as buildx loads them into its own agent); neither means
     $SSH_AUTH_SOCK (read when the build starts)."""
 
     id: str = "default"
     socket: str = ""
+    keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.socket and self.keys:
+            raise ValueError("an SSHAgent has a socket or keys, not both")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

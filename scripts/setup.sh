@@ -11,6 +11,7 @@ APT_PACKAGES=(
   skopeo umoci podman docker-registry               # independent validators, test registry
   apache2-utils openssl zstd attr libcap2-bin       # htpasswd, certs, zstd, xattrs, setcap
   git zsh groff                                      # remote contexts (git daemon), completion, man
+  openssh-client                                     # --ssh ID=KEYFILE: a private ssh-agent
   busybox-static                                     # the test base image (amd64)
   chromium fonts-dejavu-core                         # renders the build timeline in tests
   mmdebstrap rpm                                     # SBOM tests: a Debian base, an rpm database

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pybuild.errors import UserError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     cache_key TEXT PRIMARY KEY,
@@ -40,12 +42,75 @@ class CacheRecord:
     description: str
 
 
+class CacheStoreError(UserError):
+    """The cache database cannot be used: a full disk, an I/O error, a read-only or
+    damaged file. Names the file (and so the pybuild root) and the cause."""
+
+    code = "cache-store"
+
+
+def _store_error(path: Path, err: sqlite3.Error) -> CacheStoreError:
+    cause = str(err) or type(err).__name__
+    if "full" in cause:
+        return CacheStoreError(f"cannot write the build cache {path}: the disk is full "
+                               f"(SQLite: {cause})",
+                               hint=f"free space on the file system of {path.parent}, e.g. "
+                                    "with pybuild prune")
+    if "not a database" in cause or "malformed" in cause:
+        return CacheStoreError(f"the build cache {path} is damaged (SQLite: {cause})",
+                               hint=f"remove {path} (the records are rebuilt by later "
+                                    "builds)")
+    return CacheStoreError(f"cannot use the build cache {path}: {cause}")
+
+
+class _Guarded:
+    """The connection, its errors turned into CacheStoreError (never an internal error
+    naming only `OperationalError`)."""
+
+    __slots__ = ("_db", "_path")
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as err:
+            if isinstance(err, sqlite3.ProgrammingError):
+                raise
+            raise _store_error(self._path, err) from None
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        try:
+            return self._db.executemany(sql, params)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as err:
+            if isinstance(err, sqlite3.ProgrammingError):
+                raise
+            raise _store_error(self._path, err) from None
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        try:
+            return self._db.executescript(sql)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as err:
+            if isinstance(err, sqlite3.ProgrammingError):
+                raise
+            raise _store_error(self._path, err) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class CacheStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=60, isolation_level=None,
-                                   check_same_thread=False)
+        try:
+            db = sqlite3.connect(str(path), timeout=60, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as err:
+            raise _store_error(path, err) from None
+        self._db = _Guarded(db, path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

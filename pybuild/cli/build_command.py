@@ -65,8 +65,6 @@ def registry_options(args: argparse.Namespace) -> RegistryOptions | None:
 # buildx flags pybuild has no equivalent for yet: refused by name, with the reason.
 REFUSED_BUILD_FLAGS = {
     "--allow": "entitlements (network.host, security.insecure) are not implemented",
-    "--call": "frontend subrequests (check, outline, targets) are not implemented",
-    "--check": "the Dockerfile checks subrequest is not implemented",
     "--cgroup-parent": "RUN steps run in the sandbox's own cgroup",
     "--policy": "build policies are not implemented",
     "--resource": "RUN steps get no per-build resource limits",
@@ -154,7 +152,9 @@ def add_arguments(b: argparse.ArgumentParser, registry_flags: Any) -> None:
                         "id=ID,env=VAR, or id=ID (the variable ID if set, else the file ID); "
                         "never stored in the image or the cache")
     b.add_argument("--ssh", action="append", default=[],
-                   help="forward an SSH agent to RUN --mount=type=ssh: default or ID=SOCKET")
+                   help="forward an SSH agent to RUN --mount=type=ssh: default "
+                        "($SSH_AUTH_SOCK), ID=SOCKET, or ID=KEYFILE[,KEYFILE...] (the keys "
+                        "are served by a private ssh-agent for the build's duration)")
     b.add_argument("--build-context", action="append", default=[],
                    help="named context NAME=DIR|docker-image://REF|oci-layout://DIR@DIGEST|"
                         "GIT-URL|HTTPS-URL; overrides FROM NAME and COPY --from=NAME")
@@ -183,6 +183,15 @@ def add_arguments(b: argparse.ArgumentParser, registry_flags: Any) -> None:
     b.add_argument("--rm", "--force-rm", action="store_true", dest="rm",
                    help="accepted, as buildx does: RUN containers are always removed")
     registry_flags(b)
+    b.add_argument("--call", default="build", metavar="NAME[,format=json]",
+                   help="what to evaluate instead of building: check (the build checks; "
+                        "exit 1 when they find something, unless ignorestatus=true), "
+                        "outline (the build args, secrets and SSH ids a target uses), "
+                        "targets (the stages); default build. Nothing is built, exported "
+                        "or tagged")
+    b.add_argument("--print", dest="call", help=argparse.SUPPRESS)  # buildx's old name
+    b.add_argument("--check", default=None, metavar="",
+                   help='shorthand for "--call=check"')
     b.add_argument("--max-parallelism", type=int, default=0,
                    help="RUN steps at once (default: 4 x the number of CPUs)")
     for flag in REFUSED_BUILD_FLAGS:
@@ -320,7 +329,31 @@ def _writes_stdout(req: BuildRequest) -> bool:
     return any(getattr(o, "dest", "") in (None, "-") for o in req.outputs)
 
 
+def _call(args: argparse.Namespace) -> Any:
+    """The parsed `--call` (`--check` sets it, as buildx's callAlias), or None to build."""
+    text = args.call
+    if args.check is not None:
+        from pybuild.cli.flags import go_bool
+
+        value = go_bool(args.check)
+        if value is None:
+            raise UserError(f"invalid --check value {args.check!r}: use --check or "
+                            "--check=true|false", code="bad-flag")
+        if value:
+            text = "check"
+    if text in ("", "build"):
+        return None
+    from pybuild.cli.call_command import parse_call
+
+    return parse_call(text)
+
+
 def build(args: argparse.Namespace, builder: Builder) -> int:
+    call = _call(args)
+    if call is not None:
+        from pybuild.cli.call_command import run_call
+
+        return run_call(args, builder, call)
     req = build_request(args)
     progress = progress_sink(args.progress, args.quiet, stdout_busy=_writes_stdout(req))
     try:

@@ -63,12 +63,10 @@ def du(builder: Builder) -> int:
 
 def debug_ast(path: str) -> int:
     from pybuild.api import dockerfile_ast
+    from pybuild.job import read_regular_file
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    data = sys.stdin.buffer.read() if path == "-" else read_regular_file(path,
+                                                                         what="Dockerfile")
     sys.stdout.write(dockerfile_ast(data, path))
     return 0
 

@@ -106,32 +106,47 @@ def parse_secret(text: str) -> Secret:
 
 
 def parse_ssh(text: str) -> SSHAgent:
-    """buildx's `--ssh default|ID[=SOCKET]`. Key files and several paths per id (which
-    buildx also takes) are refused: pybuild forwards an agent socket."""
+    """buildx's `--ssh default|ID[=PATH[,PATH...]]`: one agent socket, or private key
+    files (loaded into an agent of the build's own, see `pybuild.sshagents`); sockets and
+    keys are not mixed, as in BuildKit's `sshprovider.toDialer`."""
     import stat
 
     from pybuild.request import SSHAgent
 
-    sid, eq, paths = text.partition("=")
+    sid, eq, joined = text.partition("=")
     if not sid:
-        raise UserError(f"invalid --ssh {text!r}: use default or ID=SOCKET", code="bad-flag")
+        raise UserError(f"invalid --ssh {text!r}: use default or ID[=SOCKET|KEY,...]",
+                        code="bad-flag")
     if sid.lower() in ("id", "src", "source", "type", "socket", "path") and eq:
-        raise UserError(f"invalid --ssh {text!r}: --ssh takes ID[=SOCKET], not "
+        raise UserError(f"invalid --ssh {text!r}: --ssh takes ID[=SOCKET|KEY,...], not "
                         f"{sid}=VALUE", code="bad-flag",
-                        hint="e.g. --ssh default or --ssh mykey=$SSH_AUTH_SOCK")
-    if "," in paths:
-        raise UserError(f"--ssh {text}: several paths for one id are not supported yet",
-                        code="unsupported-flag", hint="give one agent socket per id")
-    if paths:
+                        hint="e.g. --ssh default, --ssh mykey=$SSH_AUTH_SOCK or "
+                             "--ssh git=$HOME/.ssh/id_ed25519")
+    paths = [p for p in joined.split(",")] if joined else []
+    if paths == [""]:
+        paths = []
+    sockets: list[str] = []
+    keys: list[str] = []
+    for path in paths:
+        if not path:
+            raise UserError(f"invalid --ssh {text!r}: an empty path", code="bad-flag")
         try:
-            mode = os.stat(paths).st_mode
-        except OSError:
-            mode = 0
-        if mode and not stat.S_ISSOCK(mode):
-            raise UserError(f"--ssh {text}: {paths} is not an agent socket; SSH key files "
-                            "are not supported yet", code="unsupported-flag",
-                            hint="load the key into an ssh-agent and pass its socket")
-    return SSHAgent(id=sid, socket=paths)
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise UserError(f"--ssh {sid}: {path}: {exc.strerror}", code="bad-flag") from None
+        if stat.S_ISSOCK(mode):
+            if sockets:
+                raise UserError(f"--ssh {text}: only single socket allowed", code="bad-flag")
+            sockets.append(path)
+        elif stat.S_ISREG(mode):
+            keys.append(path)
+        else:
+            raise UserError(f"--ssh {sid}: {path} is not an agent socket nor a key file",
+                            code="bad-flag")
+    if sockets and keys:
+        raise UserError(f"--ssh {text}: invalid combination of keys and sockets",
+                        code="bad-flag", hint="give one agent socket, or key files")
+    return SSHAgent(id=sid, socket=sockets[0] if sockets else "", keys=tuple(keys))
 
 
 # -- --build-context ---------------------------------------------------------------------------

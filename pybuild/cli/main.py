@@ -75,7 +75,8 @@ def _command_index(argv: list[str]) -> int:
 def _rewrite(argv: list[str]) -> list[str]:
     """docker's spellings argparse cannot take as they are: `image SUB` (docker image
     ls...), `history IMAGE` beside the build-record commands, and build's `--pull` and
-    `--load`, which take a value only after `=` (a bare one, or podman's `--pull never`)."""
+    `--load` and `--check`, which take a value only after `=` (a bare one, or podman's
+    `--pull never`)."""
     i = _command_index(argv)
     if i < 0:
         return argv
@@ -99,6 +100,8 @@ def _rewrite(argv: list[str]) -> list[str]:
             break
         if arg == "--load":
             out.append("--load=auto")
+        elif arg == "--check":  # buildx's NoOptDefVal: a bare --check is --check=true
+            out.append("--check=true")
         elif arg == "--pull":
             nxt = next(after, None)
             if nxt in ("always", "missing", "never"):  # podman's `--pull POLICY`
@@ -357,7 +360,7 @@ def _main_with_prestart(argv: list[str] | None) -> int:
         return _main(_rewrite(argv))
     argv = _rewrite(sys.argv[1:])
     prestart = None
-    if _wanted(argv) == "build":
+    if _wanted(argv) == "build" and not _is_call(argv):
         from pybuild.startup import Prestart
 
         prestart = Prestart(argv)
@@ -371,6 +374,11 @@ def _main_with_prestart(argv: list[str] | None) -> int:
         import gc
 
         gc.freeze()
+
+
+def _is_call(argv: list[str]) -> bool:
+    """A `build --call=...`/`--check` runs the frontend only: no sandbox to start early."""
+    return any(a.startswith(("--call", "--check", "--print")) for a in argv)
 
 
 def _main(argv: list[str], prestart: Prestart | None = None) -> int:

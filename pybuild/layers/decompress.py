@@ -11,8 +11,10 @@ writing at most 100x its own size.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -49,6 +51,8 @@ def _size(n: int) -> str:
     return f"{n / _MIB:.1f} MiB" if n < 1 << 30 else f"{n / (1 << 30):.1f} GiB"
 
 GZIP_MAGIC = b"\x1f\x8b"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -140,6 +144,10 @@ class _Closing(io.RawIOBase):
                 data = self._reader.read(size)
         except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
             raise LayerError(f"corrupt compressed layer: {e}") from None
+        except (OSError, lzma.LZMAError) as e:
+            if self._kind not in ("bzip2", "xz"):  # bz2 reports bad data as OSError
+                raise
+            raise LayerError(f"corrupt {self._kind} data: {e}") from None
         self.produced += len(data)
         consumed = self._source.consumed if self._kind != "none" else self.produced
         if self._limits.exceeded(self.produced, consumed):
@@ -173,21 +181,33 @@ def decompressed(
     close_source: bool = False,
     limits: ExpansionLimits = DEFAULT_LIMITS,
     what: str = "a layer",
+    archive_formats: bool = False,
 ) -> BinaryIO:
     """Wrap `stream` so that reads return the uncompressed tar bytes; a stream expanding
-    beyond `limits` raises LayerTooLargeError naming `what`."""
-    head = stream.read(4)
-    while len(head) < 4:
-        more = stream.read(4 - len(head))
+    beyond `limits` raises LayerTooLargeError naming `what`. `archive_formats`: bzip2 and
+    xz are recognised too (build-context tarballs, ADD and `import` archives; never
+    layers, which OCI defines as gzip or zstd)."""
+    want = 6 if archive_formats else 4
+    head = stream.read(want)
+    while len(head) < want:
+        more = stream.read(want - len(head))
         if not more:
             break
         head += more
     prefixed = _Prefixed(head, stream)
     source: BinaryIO = io.BufferedReader(prefixed, 1 << 20)
     owned = [stream] if close_source else []
-    kind = detect_compression(head)
+    kind: str = detect_compression(head)
+    if archive_formats and head.startswith(BZIP2_MAGIC):
+        kind = "bzip2"
+    elif archive_formats and head.startswith(XZ_MAGIC):
+        kind = "xz"
     reader: BinaryIO
-    if kind == "gzip":
+    if kind == "bzip2":
+        reader = bz2.BZ2File(source)  # type: ignore[assignment]
+    elif kind == "xz":
+        reader = lzma.LZMAFile(source)  # type: ignore[assignment]  # noqa: SIM115 - closed by _Closing
+    elif kind == "gzip":
         reader = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
     elif kind == "zstd":
         checked: BinaryIO = _ZstdChecked(source)  # type: ignore[assignment]

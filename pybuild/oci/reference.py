@@ -17,6 +17,17 @@ _DOMAIN = re.compile(
 )
 
 
+# distribution/reference's RepositoryNameTotalLengthMax: the path after normalisation
+# (`library/` included), as `docker build -t` refuses it; a tag has at most 128 characters.
+NAME_TOTAL_LENGTH_MAX = 255
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reference:
     """A fully qualified reference: domain, path, optional tag, optional digest."""
@@ -63,6 +74,10 @@ class Reference:
             raise UserError(
                 f"invalid reference format: {original!r}{hint}", code="bad-reference"
             )
+        if len(path) > NAME_TOTAL_LENGTH_MAX:  # distribution/reference's ErrNameTooLong
+            raise UserError(f"invalid reference {_shown(original)}: repository name must not "
+                            f"be more than {NAME_TOTAL_LENGTH_MAX} characters",
+                            code="bad-reference")
         if not tag and digest is None:
             tag = default_tag
         return cls(domain=domain, path=path, tag=tag, digest=digest)

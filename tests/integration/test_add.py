@@ -422,3 +422,39 @@ def test_add_git_errors(pybuild: PybuildRunner, repo: tuple[_Server, Path, Path]
     r = _build(pybuild, ctx)
     assert r.code == 1
     assert "subdir" in r.err and "nosuchdir" in r.err and "Dockerfile:2" in r.err
+
+
+def test_add_hostile_archive_stays_in_the_image(pybuild: PybuildRunner, tmp_path: Path) -> None:
+    """An ADDed archive that replaces a parent by a symlink to a host path after its
+    children, names with `..` and absolute names, and device nodes: everything lands
+    inside the image (the symlink resolved as if the dest were /), the host path is
+    untouched, and the devices the build's user namespace cannot make are counted in
+    one warning."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    before = [(p.stat().st_mode, p.stat().st_mtime_ns) for p in (victim, victim / "sub")]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hostile.tar").write_bytes(_tar([
+        ("d", None, {"mode": 0o777, "mtime": 0}),
+        ("d/sub", None, {"mode": 0o777, "mtime": 0}),
+        ("d", b"", {"type": tarfile.SYMTYPE, "linkname": str(victim)}),
+        ("d/sub/after.txt", b"after", {}),
+        ("/abs.txt", b"abs", {}),
+        ("x/../dotdot.txt", b"dd", {}),
+        ("null", b"", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}),
+    ]))
+    (ctx / "Dockerfile").write_text("FROM busybox\nADD hostile.tar /h/\n")
+    out = tmp_path / "out"
+    r = _build(pybuild, ctx, out)
+    _ok(r)
+    assert [(p.stat().st_mode, p.stat().st_mtime_ns) for p in (victim, victim / "sub")] \
+        == before
+    assert os.listdir(victim / "sub") == []
+    assert os.readlink(out / "h/d") == str(victim)
+    # chrootarchive: resolved as if the ADD's dest were /
+    assert (out / "h" / str(victim).lstrip("/") / "sub/after.txt").read_text() == "after"
+    assert (out / "h/abs.txt").read_text() == "abs"
+    assert (out / "h/dotdot.txt").read_text() == "dd"
+    if not (out / "h/null").exists():  # root's builds run in a user namespace too
+        assert "hostile.tar: 1 device node left out" in r.out + r.err

@@ -434,7 +434,7 @@ BUILD_CASES = [
               lambda e: ["build", "--secret", "id=a,scr=/x", _empty_ctx(e)],
               _named("unknown key 'scr' (did you mean 'src'?)")),
     BuildCase("--ssh key=value", lambda e: ["build", "--ssh", "id=default", _empty_ctx(e)],
-              _named("--ssh takes ID[=SOCKET]")),
+              _named("--ssh takes ID[=SOCKET|KEY,...]")),
     BuildCase("--build-context unknown scheme",
               lambda e: ["build", "--build-context", "a=docker-imag://busybox", _empty_ctx(e)],
               _named("did you mean 'docker-image://'?")),

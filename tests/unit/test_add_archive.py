@@ -140,3 +140,138 @@ def test_untar_corrupt(tmp_path: Path) -> None:
 def test_untar_chown_override(tmp_path: Path) -> None:
     dest = _extract(tmp_path, _tar([("o/x", b"x", {})]), owner=(UID, GID))
     assert ((dest / "o/x").stat().st_uid, (dest / "o").stat().st_uid) == (UID, UID)
+
+
+# --- hostile archives: every operation stays inside dest (the F1 class) -----------------
+
+
+def test_untar_symlinked_parent_does_not_redirect_deferred_metadata(tmp_path: Path) -> None:
+    """`d/` (0777, mtime 0), `d/sub/`, then `d` -> a host directory: the deferred mode and
+    mtime of `d` and `d/sub` must not land on the host directory (it would with a path
+    resolved by the kernel at the end)."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    victim.chmod(0o700)
+    (victim / "sub").chmod(0o700)
+    before = [(p.stat().st_mode, p.stat().st_mtime_ns) for p in (victim, victim / "sub")]
+    dest = _extract(tmp_path, _tar([
+        ("d/", None, {"mode": 0o777, "mtime": 0}),
+        ("d/sub/", None, {"mode": 0o777, "mtime": 0}),
+        ("d", b"", {"type": tarfile.SYMTYPE, "linkname": str(victim)}),
+        ("d/sub/after", b"x", {}),
+    ]))
+    assert [(p.stat().st_mode, p.stat().st_mtime_ns) for p in (victim, victim / "sub")] \
+        == before
+    assert os.listdir(victim / "sub") == []
+    assert os.readlink(dest / "d") == str(victim)
+    # the entry below the symlink resolved inside dest, as if dest were /
+    assert (dest / str(victim).lstrip("/") / "sub/after").read_bytes() == b"x"
+
+
+def test_untar_file_over_symlinked_parent_stays_inside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = _extract(tmp_path, _tar([
+        ("etc", b"", {"type": tarfile.SYMTYPE, "linkname": str(outside)}),
+        ("etc/passwd", b"owned", {"mode": 0o4755}),
+        ("rel", b"", {"type": tarfile.SYMTYPE, "linkname": "../../../../" + str(outside)}),
+        ("rel/f", b"r", {}),
+    ]))
+    assert os.listdir(outside) == []
+    inside = dest / str(outside).lstrip("/")
+    assert (inside / "passwd").read_bytes() == b"owned"
+    assert (inside / "f").read_bytes() == b"r"
+
+
+@pytest.mark.parametrize(("name", "lands"), [
+    ("/abs/file", "abs/file"),
+    ("a/../b", "b"),
+    ("./c/./d", "c/d"),
+    ("//twice//slashed", "twice/slashed"),
+])
+def test_untar_names_are_cleaned_inside(tmp_path: Path, name: str, lands: str) -> None:
+    dest = _extract(tmp_path, _tar([(name, b"n", {})]))
+    assert (dest / lands).read_bytes() == b"n"
+
+
+@pytest.mark.parametrize("link", ["../secret", "/../secret", "a/../../secret"])
+def test_untar_hard_links_cannot_climb_out(tmp_path: Path, link: str) -> None:
+    (tmp_path / "secret").write_text("s")
+    with pytest.raises(UserError, match="escapes the destination"):
+        _extract(tmp_path, _tar([("h", b"", {"type": tarfile.LNKTYPE, "linkname": link})]))
+
+
+def test_untar_hard_link_through_symlink_resolves_inside(tmp_path: Path) -> None:
+    """A hard link whose target goes through a symlink to the host names a file inside
+    dest (absent here), never the host's file."""
+    (tmp_path / "secret").write_text("s")
+    with pytest.raises(UserError, match="invalid hard link"):
+        _extract(tmp_path, _tar([
+            ("up", b"", {"type": tarfile.SYMTYPE, "linkname": str(tmp_path)}),
+            ("h", b"", {"type": tarfile.LNKTYPE, "linkname": "up/secret"}),
+        ]))
+    assert (tmp_path / "secret").stat().st_nlink == 1
+
+
+def test_untar_parent_that_is_a_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot extract below f: not a directory"):
+        _extract(tmp_path, _tar([("f", b"file", {}), ("f/x", b"x", {})]))
+
+
+def _device_tar() -> bytes:
+    return _tar([
+        ("dev/", None, {}),
+        ("dev/null", b"", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3,
+                           "mode": 0o666}),
+        ("dev/loop0", b"", {"type": tarfile.BLKTYPE, "devmajor": 7, "devminor": 0}),
+        ("dev/pipe", b"", {"type": tarfile.FIFOTYPE, "mode": 0o640}),
+    ])
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mknod of real devices needs root")
+def test_untar_keeps_devices_where_allowed(tmp_path: Path) -> None:
+    import stat
+
+    arch = tmp_path / "a.tar"
+    arch.write_bytes(_device_tar())
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert untar(str(arch), str(dest), None) == []
+    st = os.lstat(dest / "dev/null")
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+    assert st.st_mode & 0o7777 == 0o666
+    assert stat.S_ISBLK(os.lstat(dest / "dev/loop0").st_mode)
+    assert stat.S_ISFIFO(os.lstat(dest / "dev/pipe").st_mode)
+
+
+def test_untar_counts_devices_it_cannot_make(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a user namespace mknod is EPERM: the devices are left out, one warning counts
+    them, the rest of the archive is extracted."""
+    def refused(*args: object, **kw: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "mknod", refused)
+    arch = tmp_path / "a.tar"
+    arch.write_bytes(_device_tar())
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    warnings = untar(str(arch), str(dest), None)
+    assert warnings == ["a.tar: 2 device nodes left out: devices cannot be created inside "
+                        "the build's user namespace"]
+    assert sorted(os.listdir(dest / "dev")) == ["pipe"]
+
+
+def test_untar_write_errors_name_the_entry(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system error (here ENOSPC) is a one-line error naming the entry."""
+    import errno
+
+    import pybuild.builder.executor.fileops as fileops
+
+    def full(fd: int, data: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileops, "_write_all", full)
+    with pytest.raises(UserError, match=r"cannot extract 'big' from a\.tar: No space left"):
+        _extract(tmp_path, _tar([("big", b"x" * 10, {})]))

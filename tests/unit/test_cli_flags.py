@@ -95,13 +95,29 @@ def test_secret_mistakes_are_named(text: str, message: str) -> None:
 
 
 def test_ssh_forms(tmp_path: Path) -> None:
+    import socket
+
     assert flags.parse_ssh("default").socket == ""
-    key = tmp_path / "id_ed25519"
+    key, key2 = tmp_path / "id_ed25519", tmp_path / "id_rsa"
     key.write_text("k")
-    with pytest.raises(UserError, match="not an agent socket"):
-        flags.parse_ssh(f"k={key}")
-    with pytest.raises(UserError, match="several paths"):
-        flags.parse_ssh("k=/a,/b")
+    key2.write_text("k")
+    assert flags.parse_ssh(f"k={key}").keys == (str(key),)
+    assert flags.parse_ssh(f"k={key},{key2}").keys == (str(key), str(key2))
+    sock = tmp_path / "s"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(sock))
+    try:
+        assert flags.parse_ssh(f"k={sock}").socket == str(sock)
+        with pytest.raises(UserError, match="invalid combination of keys and sockets"):
+            flags.parse_ssh(f"k={sock},{key}")
+        with pytest.raises(UserError, match="only single socket allowed"):
+            flags.parse_ssh(f"k={sock},{sock}")
+    finally:
+        srv.close()
+    with pytest.raises(UserError, match="No such file"):
+        flags.parse_ssh(f"k={tmp_path}/missing")
+    with pytest.raises(UserError, match="/dev/null is not an agent socket nor a key file"):
+        flags.parse_ssh("k=/dev/null")
     with pytest.raises(UserError, match="takes ID"):
         flags.parse_ssh("id=default")
 

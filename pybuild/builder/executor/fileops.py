@@ -22,17 +22,19 @@ entry), missing parents are made 0755, names and hard links may not climb out of
 dest and symlinks are resolved as if the dest were `/`. As in moby's `archive.Unpack`
 (AUFS whiteout format, no converter), `.wh.*` names in a user's archive are *not*
 whiteouts: they are extracted as the files they are. Device nodes that cannot be made
-inside the user namespace are skipped, as rootless BuildKit does.
+inside the user namespace are skipped, as rootless BuildKit does, with one warning
+that counts them (BuildKit run as root makes them: its file ops run outside any user
+namespace, while every pybuild build, root's too, runs in one). Every path operation
+of the extraction is confined to the dest tree (`layers.confined`): a symlink the
+archive makes in place of a directory never redirects a later write, chmod or utime.
 """
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
 import fnmatch
 import functools
-import lzma
 import os
 import re
 import shutil
@@ -304,7 +306,7 @@ def _copy(root: str, action: CopyFiles, src_root: str) -> list[str]:
                 continue
             if action.unpack and is_archive(src):
                 target = make_dirs(root, dest, 0o755, copier.owner)
-                untar(src, target, copier.owner)
+                copier.warnings.extend(untar(src, target, copier.owner))
                 continue
             real_dest = resolve_in_root(root, dest)
             if action.dest_is_dir or os.path.isdir(real_dest) or len(matches) > 1:
@@ -348,22 +350,14 @@ def _copy_parents(root: str, action: CopyFiles, src_root: str, copier: _Copier,
 
 # --- ADD: local archives ---------------------------------------------------------------
 
-_BZIP2_MAGIC = b"BZh"
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-
-
 def _open_archive(path: str, stack: contextlib.ExitStack) -> BinaryIO:
-    """The decompressed stream of `path` (compression recognised by its magic bytes)."""
+    """The decompressed stream of `path` (compression recognised by its magic bytes),
+    bounded as layers are (a decompression bomb is refused, not unpacked)."""
     from pybuild.layers.decompress import decompressed
 
     f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
-    head = f.read(6)
-    f.seek(0)
-    if head.startswith(_BZIP2_MAGIC):
-        return stack.enter_context(bz2.BZ2File(f))  # type: ignore[return-value]
-    if head.startswith(_XZ_MAGIC):
-        return stack.enter_context(lzma.LZMAFile(f))  # type: ignore[return-value]
-    return stack.enter_context(decompressed(f))
+    return stack.enter_context(decompressed(f, archive_formats=True,
+                                            what=f"archive {os.path.basename(path)}"))
 
 
 def is_archive(path: str) -> bool:
@@ -410,119 +404,240 @@ def _entry_parts(name: bytes) -> list[bytes]:
     return parts
 
 
-def untar(archive: str, dest: str, owner: tuple[int, int] | None) -> None:
-    """Extract `archive` into the directory `dest` (see the module docstring)."""
-    from pybuild.layers import tarformat as tf
+def untar(archive: str, dest: str, owner: tuple[int, int] | None) -> list[str]:
+    """Extract `archive` into the directory `dest` (see the module docstring); the
+    warnings for the build (device nodes that could not be made)."""
+    from pybuild.layers.confined import DirStack, open_root
     from pybuild.layers.errors import LayerError
     from pybuild.layers.tarreader import TarReader
 
-    dirs: list[tuple[bytes, int]] = []  # mtimes of directories, set last
+    root_fd = open_root(dest)
+    root_path = os.fsencode(os.path.realpath(dest))
+    extract = _Untar(root_fd, DirStack(root_fd, root_path), DirStack(root_fd, root_path),
+                     owner)
+    entry = b""
+    try:
+        with contextlib.ExitStack() as stack:
+            reader = TarReader(_open_archive(archive, stack))
+            for e in reader:
+                entry = e.name
+                extract.entry(e, reader)
+            entry = b""
+            extract.finish_dirs(DirStack(root_fd, root_path))
+    except LayerError as exc:
+        where = f" at {os.fsdecode(entry)!r}" if entry else ""
+        raise UserError(f"cannot extract {os.path.basename(archive)}{where}: "
+                        f"{exc.message}".replace("layer tar", "archive")
+                        .replace("layer entry", "entry"), code="archive-corrupt") from None
+    except OSError as exc:  # the file system refused: full disk, a name too long...
+        where = f" {os.fsdecode(entry)!r}" if entry else ""
+        raise UserError(f"cannot extract{where} from {os.path.basename(archive)}: "
+                        f"{exc.strerror or exc}", code="archive-write") from None
+    finally:
+        extract.close()
+    if extract.dropped_devices:
+        n = extract.dropped_devices
+        return [f"{os.path.basename(archive)}: {n} device node{'s' if n > 1 else ''} left "
+                "out: devices cannot be created inside the build's user namespace"]
+    return []
 
-    def inside(parts: list[bytes], create: bool) -> bytes:
-        """The real path of the directory `parts`, symlinks resolved within dest; missing
-        directories are made (0755) if `create`."""
-        rel = ""
-        real = dest
-        for part in parts:
-            rel += "/" + os.fsdecode(part)
-            real = resolve_in_root(dest, rel)
-            if not create:
-                continue
-            if not os.path.lexists(real):
-                # Every symlink on the way is resolved already: what is missing is made,
-                # as MkdirAll does inside the chroot.
-                cur = dest
-                for comp in os.path.relpath(real, dest).split("/"):
-                    cur = os.path.join(cur, comp)
-                    if not os.path.lexists(cur):
-                        os.mkdir(cur, 0o755)
-                        os.chmod(cur, 0o755)
-                        if owner is not None:
-                            os.lchown(cur, *owner)
-            elif not os.path.isdir(real):
-                raise UserError(f"cannot extract below {rel}: not a directory",
-                                code="archive-conflict")
-        return os.fsencode(real)
 
-    def metadata(path: bytes, e: Any, *, is_link: bool = False) -> None:
-        uid, gid = owner if owner is not None else (e.uid, e.gid)
+class _Untar:
+    """One ADD extraction. Every operation names its target as (directory fd, name), the
+    directory resolved inside dest at that moment by `confined.DirStack` (symlinks
+    followed as if dest were `/`, never by the kernel), so an entry that turns a parent
+    into a symlink cannot redirect a later write, chmod, chown or utime out of dest."""
+
+    def __init__(self, root_fd: int, main: Any, side: Any,
+                 owner: tuple[int, int] | None) -> None:
+        self.root_fd = root_fd
+        self.main = main  # the current entry's parent
+        self.side = side  # hard link targets
+        self.owner = owner
+        self.dirs: dict[bytes, tuple[int, int, int]] = {}  # resolved key -> mode, mtime, ino
+        self.dropped_devices = 0
+
+    def close(self) -> None:
+        self.main.close()
+        self.side.close()
+        os.close(self.root_fd)
+
+    def _parent(self, parts: list[bytes]) -> int:
+        from pybuild.layers.errors import LayerError
+
         try:
-            os.lchown(path, uid, gid)
+            fd: int | None = self.main.resolve(parts, create=True)
+        except LayerError:
+            fd = None
+        if fd is None:
+            raise UserError(f"cannot extract below {'/'.join(map(os.fsdecode, parts))}: "
+                            "not a directory", code="archive-conflict")
+        return fd
+
+    def _remove(self, parent: int, name: bytes, st: os.stat_result) -> None:
+        from pybuild.layers.confined import remove_tree
+
+        if stat.S_ISDIR(st.st_mode):
+            remove_tree(parent, name)
+            self.side.reset()  # it may have held the removed directory
+        else:
+            os.unlink(name, dir_fd=parent)
+
+    def entry(self, e: Any, reader: Any) -> None:
+        from pybuild.layers import tarformat as tf
+
+        if b"\0" in e.name or b"\0" in e.linkname:
+            raise UserError(f"invalid archive entry {os.fsdecode(e.name)!r}: a NUL byte",
+                            code="archive-corrupt")
+        parts = _entry_parts(e.name)
+        if not parts:
+            return  # the archive's root: dest keeps its own metadata
+        parent = self._parent(parts[:-1])
+        base = parts[-1]
+        kind = e.type
+        st = _lstat_at(parent, base)
+        if st is not None and not (kind == tf.DIR and stat.S_ISDIR(st.st_mode)):
+            if kind == tf.LINK and self._is_link_to_itself(parent, base, e):
+                return
+            self._remove(parent, base, st)
+        if kind == tf.DIR:
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                os.mkdir(base, 0o700, dir_fd=parent)
+            self._owner_at(parent, base, e)
+            self._xattrs_at(parent, base, e)
+            key = self._key(base)
+            ino = os.stat(base, dir_fd=parent, follow_symlinks=False).st_ino
+            self.dirs[key] = (e.mode & 0o7777, e.mtime, ino)
+            return
+        if kind == tf.REG:
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600, dir_fd=parent)
+            try:
+                reader.copy_data(functools.partial(_write_all, fd))
+                uid, gid = self.owner if self.owner is not None else (e.uid, e.gid)
+                try:
+                    os.fchown(fd, uid, gid)
+                except OSError as exc:
+                    self._owner_failed(exc, e, uid, gid)
+                self._xattrs_at(parent, base, e)
+                os.fchmod(fd, e.mode & 0o7777)
+                os.utime(fd, ns=_mtime_ns(e.mtime))
+            finally:
+                os.close(fd)
+            return
+        if kind == tf.SYMLINK:
+            os.symlink(e.linkname, base, dir_fd=parent)
+            self._owner_at(parent, base, e)
+            os.utime(base, ns=_mtime_ns(e.mtime), dir_fd=parent, follow_symlinks=False)
+            return
+        if kind == tf.LINK:
+            src_parent, src_name = self._link_target(e)
+            os.link(src_name, base, src_dir_fd=src_parent, dst_dir_fd=parent,
+                    follow_symlinks=False)
+            return
+        if kind == tf.FIFO:
+            os.mkfifo(base, 0o600, dir_fd=parent)
+        elif kind in (tf.CHR, tf.BLK):
+            dev = stat.S_IFCHR if kind == tf.CHR else stat.S_IFBLK
+            try:
+                os.mknod(base, dev | 0o600, os.makedev(e.devmajor, e.devminor),
+                         dir_fd=parent)
+            except (PermissionError, OverflowError, ValueError):
+                self.dropped_devices += 1  # not allowed in a user namespace
+                return
+        else:
+            return  # unknown entry types are skipped, as moby does
+        self._owner_at(parent, base, e)
+        self._xattrs_at(parent, base, e)
+        # A fifo or device this extraction just made: chmod through the confined parent.
+        os.chmod(self.main.path_of(base), e.mode & 0o7777)
+        os.utime(base, ns=_mtime_ns(e.mtime), dir_fd=parent, follow_symlinks=False)
+
+    def _key(self, base: bytes) -> bytes:
+        return b"/".join((*self.main.names, base))
+
+    def _link_target(self, e: Any) -> tuple[int, bytes]:
+        tparts = _entry_parts(e.linkname)
+        tparent = self.side.resolve(tparts[:-1], create=False) if tparts else None
+        st = _lstat_at(tparent, tparts[-1]) if tparent is not None else None
+        if tparent is None or st is None or stat.S_ISDIR(st.st_mode):
+            raise UserError(f"invalid hard link {os.fsdecode(e.name)!r} -> "
+                            f"{os.fsdecode(e.linkname)!r} in the archive",
+                            code="archive-breakout")
+        return tparent, tparts[-1]
+
+    def _is_link_to_itself(self, parent: int, base: bytes, e: Any) -> bool:
+        tparts = _entry_parts(e.linkname)
+        if not tparts:
+            return False
+        tparent = self.side.resolve(tparts[:-1], create=False)
+        return tparent is not None and self.side.names == self.main.names and \
+            tparts[-1] == base
+
+    def _owner_at(self, parent: int, base: bytes, e: Any) -> None:
+        uid, gid = self.owner if self.owner is not None else (e.uid, e.gid)
+        try:
+            os.chown(base, uid, gid, dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EPERM):
-                raise
-            raise UserError(f"cannot give {os.fsdecode(e.name)} the owner {uid}:{gid}: not "
-                            "mapped in this build's user namespace",
-                            code="archive-owner") from None
+            self._owner_failed(exc, e, uid, gid)
+
+    @staticmethod
+    def _owner_failed(exc: OSError, e: Any, uid: int, gid: int) -> None:
+        if exc.errno not in (errno.EINVAL, errno.EPERM):
+            raise exc
+        raise UserError(f"cannot give {os.fsdecode(e.name)} the owner {uid}:{gid}: not "
+                        "mapped in this build's user namespace", code="archive-owner") from None
+
+    def _xattrs_at(self, parent: int, base: bytes, e: Any) -> None:
         for name, value in e.xattrs.items():
             if name.startswith(("user.overlay.", "trusted.overlay.")):
                 continue
             with contextlib.suppress(OSError):  # best effort, as BestEffortXattrs
-                os.setxattr(path, name, value, follow_symlinks=False)
-        if not is_link:
-            os.chmod(path, e.mode & 0o7777)
+                os.setxattr(self.main.path_of(base), name, value, follow_symlinks=False)
 
-    with contextlib.ExitStack() as stack:
-        reader = TarReader(_open_archive(archive, stack))
+    def finish_dirs(self, walk: Any) -> None:
+        """Directory modes and mtimes, set last (children change a parent's mtime; a
+        0555 directory must still take them). Each is found again from dest's root
+        without following anything, and only if it is still the directory made:
+        otherwise (the archive replaced it, or a parent, by a symlink) it is skipped."""
+        from pybuild.layers.confined import read_dir_fd
+
         try:
-            for e in reader:
-                parts = _entry_parts(e.name)
-                if not parts:
-                    continue  # the archive's root: dest keeps its own metadata
-                parent = inside(parts[:-1], create=True)
-                path = parent + b"/" + parts[-1]
-                kind = e.type
+            for key in sorted(self.dirs, reverse=True):  # descendants first
+                mode, mtime, ino = self.dirs[key]
+                parts = key.split(b"/")
+                parent = walk.walk_strict(parts[:-1])
+                if parent is None:
+                    continue
                 try:
-                    st: os.stat_result | None = os.lstat(path)
-                except FileNotFoundError:
-                    st = None
-                if st is not None and not (kind == tf.DIR and stat.S_ISDIR(st.st_mode)):
-                    _remove(os.fsdecode(path))
-                if kind == tf.DIR:
-                    if st is None or not stat.S_ISDIR(st.st_mode):
-                        os.mkdir(path, 0o700)
-                    metadata(path, e)
-                    dirs.append((path, e.mtime))
-                    continue
-                if kind == tf.REG:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                                 os.O_CLOEXEC, 0o600)
-                    try:
-                        reader.copy_data(functools.partial(_write_all, fd))
-                    finally:
-                        os.close(fd)
-                elif kind == tf.SYMLINK:
-                    os.symlink(e.linkname, path)
-                elif kind == tf.LINK:
-                    tparts = _entry_parts(e.linkname)
-                    target = inside(tparts[:-1], create=False) + b"/" + tparts[-1] \
-                        if tparts else b""
-                    if not tparts or not os.path.lexists(target) or os.path.isdir(target):
-                        raise UserError(f"invalid hard link {os.fsdecode(e.name)!r} -> "
-                                        f"{os.fsdecode(e.linkname)!r} in the archive",
-                                        code="archive-breakout")
-                    os.link(target, path, follow_symlinks=False)
-                    continue
-                elif kind == tf.FIFO:
-                    os.mkfifo(path, 0o600)
-                elif kind in (tf.CHR, tf.BLK):
-                    dev = stat.S_IFCHR if kind == tf.CHR else stat.S_IFBLK
-                    try:
-                        os.mknod(path, dev | 0o600, os.makedev(e.devmajor, e.devminor))
-                    except PermissionError:
-                        continue  # not allowed in a user namespace: skipped
-                else:
-                    continue  # unknown entry types are skipped, as moby does
-                metadata(path, e, is_link=kind == tf.SYMLINK)
-                os.utime(path, ns=(e.mtime * 1_000_000_000,) * 2,
-                         follow_symlinks=kind != tf.SYMLINK)
-        except LayerError as exc:
-            raise UserError(f"cannot extract {os.path.basename(archive)}: "
-                            f"{exc}".replace("layer tar", "archive"),
-                            code="archive-corrupt") from None
-    for path, mtime in reversed(dirs):
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path, ns=(mtime * 1_000_000_000,) * 2, follow_symlinks=False)
+                    fd = read_dir_fd(parent, parts[-1])
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue
+                    raise
+                try:
+                    if os.fstat(fd).st_ino == ino:
+                        os.fchmod(fd, mode)
+                        os.utime(fd, ns=_mtime_ns(mtime))
+                finally:
+                    os.close(fd)
+        finally:
+            walk.close()
+
+
+def _lstat_at(parent: int, name: bytes) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+_NS_LIMIT = (1 << 63) - 1
+
+
+def _mtime_ns(mtime: int) -> tuple[int, int]:
+    ns = max(-_NS_LIMIT, min(mtime * 1_000_000_000, _NS_LIMIT))
+    return ns, ns
 
 
 def _write_all(fd: int, data: memoryview) -> None:
