@@ -130,9 +130,6 @@ def test_optional_ssh_mount_without_ssh(pybuild: PybuildRunner, tmp_path: Path) 
                         "RUN --mount=type=ssh,required=false "
                         "test ! -e /run/buildkit/ssh_agent.0\n")
     r = pybuild("build", "--no-cache", str(ctx))
-    if r.code != 0 and "no SSH agent" in r.err:
-        pytest.xfail("builder/solver.py still fails an optional ssh mount without --ssh "
-                     "(the one-line fix is in the lead's solver rewrite)")
     assert r.code == 0, r.err
     ctx2 = write_context(tmp_path / "ctx2", "FROM busybox\n"
                          "RUN --mount=type=ssh,id=deploy,required=true true\n")
