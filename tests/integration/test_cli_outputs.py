@@ -364,3 +364,20 @@ def test_docker_output_without_dest_takes_its_options_to_the_engine(
         assert _podman("image", "exists", name).returncode == 0
     finally:
         _podman("rmi", "--force", name)
+
+
+def test_push_of_a_multi_platform_result_with_annotations(
+        root: Path, work: Path, registry: RunningRegistry) -> None:  # noqa: F811
+    ref = registry.ref(f"outputs/multi-{uuid.uuid4().hex[:6]}:1")
+    ok(run(root, "build", "--push", "-t", ref, "--platform", "linux/amd64,linux/arm64",
+           "--annotation", "index:i=1", "--annotation", "manifest[linux/arm64]:a=arm",
+           "--annotation", "manifest-descriptor:d=all",
+           str(ctx_with(work, "FROM busybox\nENV P=1\n"))))
+    raw = skopeo_json("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
+    assert raw["mediaType"] == mt.OCI_INDEX and raw["annotations"] == {"i": "1"}
+    for child in raw["manifests"]:  # type: ignore[attr-defined]
+        assert child["annotations"] == {"d": "all"}
+        manifest = skopeo_json("inspect", "--raw", "--tls-verify=false",
+                               f"docker://{ref.rpartition(':')[0]}@{child['digest']}")
+        want = {"a": "arm"} if child["platform"]["architecture"] == "arm64" else None
+        assert manifest.get("annotations") == want, manifest
