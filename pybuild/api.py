@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from pybuild.builder.remote_cache import CacheOption
     from pybuild.calls import CallName
-    from pybuild.exporters.base import OutputSpec
+    from pybuild.exporters.base import ImageOptions, OutputSpec
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend.resolver import NamedContext
     from pybuild.frontend.subrequests import LintReport, Outline, TargetList
@@ -83,13 +83,13 @@ class Builder:
         request = _read_pipes(request)
         recorder, events = self._record(request, on_event)  # first: every error is in it
         try:
-            request, load_names = _loads(request)
+            request, load_options = _loads(request)
             _check_engine(request)
             _remove_stale(request.iidfile)
             with _local_inputs(request, self.root) as local, _ssh_agents(local) as local:
                 result = self._build(_without_result_files(local), events, recorder, stdout,
                                      handle_sigterm)
-            result = self._finish(request, result, load_names, events)
+            result = self._finish(request, result, load_options, events)
         except BaseException as exc:
             _failed(recorder, exc)
             raise
@@ -122,8 +122,8 @@ class Builder:
         finally:
             warmup.finish(ran)
 
-    def _finish(self, request: BuildRequest, result: BuildResult, load_names: tuple[str, ...],
-                on_event: EventSink) -> BuildResult:
+    def _finish(self, request: BuildRequest, result: BuildResult,
+                load_options: ImageOptions | None, on_event: EventSink) -> BuildResult:
         """After the build: the engine load, then the files that report the result."""
         import dataclasses
 
@@ -131,9 +131,10 @@ class Builder:
             from pybuild import engines
 
             platform = None if result.multi_platform else result.config.platform
-            loaded = engines.load(self.root, result.image, load_names or request.tags,
+            names = load_options.names if load_options is not None else ()
+            loaded = engines.load(self.root, result.image, names or request.tags,
                                   engine=request.load, platform=platform,
-                                  image_id=str(result.config_digest))
+                                  image_id=str(result.config_digest), options=load_options)
             on_event(Notice(f"loaded {result.image.digest} into {loaded.engine}"
                             + (f": {loaded.output}" if loaded.output else "")))
             result = dataclasses.replace(result, loaded=(*result.loaded, loaded.engine))
@@ -158,7 +159,7 @@ class Builder:
             loop.call_soon_threadsafe(events, event)
 
         try:
-            request, load_names = _loads(request)
+            request, load_options = _loads(request)
             _check_engine(request)
             _remove_stale(request.iidfile)
             with contextlib.ExitStack() as stack:
@@ -176,7 +177,7 @@ class Builder:
                 result = await job.run(req, self.root, plan, fes, warmup, events,
                                        stdout=stdout, gc_keep_storage=self.gc_keep_storage,
                                        ref=recorder.ref)
-            result = await asyncio.to_thread(self._finish, request, result, load_names,
+            result = await asyncio.to_thread(self._finish, request, result, load_options,
                                              threadsafe)
         except BaseException as exc:
             _failed(recorder, exc)
@@ -418,24 +419,38 @@ def _ssh_agents(request: BuildRequest) -> contextlib.AbstractContextManager[Buil
     return key_agents(request)
 
 
-def _loads(request: BuildRequest) -> tuple[BuildRequest, tuple[str, ...]]:
+def _loads(request: BuildRequest) -> tuple[BuildRequest, ImageOptions | None]:
     """buildx: `-o type=docker` without dest loads the image into the engine (what
     `--load` is short for). The request with those outputs turned into `load`, and the
-    names they give."""
+    options they give (their names, media types, compression, annotations)."""
     if not request.outputs:
-        return request, ()
+        return request, None
     import dataclasses
 
     from pybuild.exporters.base import DockerOutput
 
     loads = [o for o in request.outputs if isinstance(o, DockerOutput) and o.dest is None]
     if not loads:
-        return request, ()
+        return request, None
     names = tuple(dict.fromkeys(n for o in loads for n in o.image.names))
+    shapes = {dataclasses.replace(o.image, names=()) for o in loads}
+    if len(shapes) > 1:
+        raise UserError("several -o type=docker outputs without dest load one image into "
+                        "the engine, and they ask for it differently", code="bad-output",
+                        hint="give one of them, or dest=FILE to the others")
+    options = dataclasses.replace(loads[0].image, names=names)
+    if options.rewrite_timestamp:
+        raise UserError("-o type=docker without dest: rewrite-timestamp=true is not "
+                        "supported for an engine load", code="unsupported-option",
+                        hint="write the archive with dest=FILE and `podman load -i FILE`")
+    from pybuild.exporters.convert import conversion
+
+    conversion(options, output="type=docker", default_oci=False,  # checked before the build
+               default_compression="uncompressed")
     others = tuple(o for o in request.outputs if not (isinstance(o, DockerOutput)
                                                       and o.dest is None))
     return dataclasses.replace(request, outputs=others,
-                               load=request.load or "auto"), names
+                               load=request.load or "auto"), options
 
 
 def _check_engine(request: BuildRequest) -> None:

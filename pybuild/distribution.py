@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pybuild.request import PushReport
 
 if TYPE_CHECKING:
+    from pybuild.layers.recompress import LayerCompression
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
     from pybuild.oci.reference import Reference
@@ -18,9 +19,10 @@ if TYPE_CHECKING:
 
 def push(root: Root, image: Descriptor, ref: Reference, *,
          registry: RegistryOptions | None = None, insecure: bool = False,
-         compression: str = "gzip", by_digest: bool = False) -> PushReport:
+         compression: str | LayerCompression = "gzip", by_digest: bool = False) -> PushReport:
     """Push an image (manifest or index) from the content store, its layers compressed
-    as asked; the report names the digest the registry now has."""
+    as asked (a build's image output has converted it already: nothing changes then);
+    the report names the digest the registry now has."""
     from pybuild.layers.recompress import compress_image
     from pybuild.oci.reference import Reference as Ref
     from pybuild.registry import RegistryOptions as Options

@@ -9,6 +9,7 @@ since compressing what the engine decompresses at once is wasted time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
+    from pybuild.exporters.base import ImageOptions
     from pybuild.oci.descriptor import Descriptor
     from pybuild.oci.platform import Platform
     from pybuild.request import Engine
@@ -72,10 +74,13 @@ def _already_there(path: str, image_id: str, names: tuple[str, ...]) -> str | No
 
 
 def load(root: Root, image: Descriptor, names: tuple[str, ...], *, engine: Engine = "auto",
-         platform: Platform | None = None, image_id: str = "") -> LoadedReport:
-    """Stream `image` (in the store) into `<engine> load`, named `names`. When the
-    engine already has the image (its ID, the config digest, is known to it), only the
-    missing names are added (`<engine> tag`), or nothing is done."""
+         platform: Platform | None = None, image_id: str = "",
+         options: ImageOptions | None = None) -> LoadedReport:
+    """Stream `image` (in the store) into `<engine> load`, named `names`; `options`: what
+    a `-o type=docker` without dest asks of the archive (media types, compression,
+    annotations; layers stay uncompressed unless it says). When the engine already has
+    the image (its ID, the config digest, is known to it), only the missing names are
+    added (`<engine> tag`), or nothing is done."""
     from pybuild.exporters.base import DockerOutput, ImageOptions
     from pybuild.exporters.run import export
 
@@ -90,8 +95,9 @@ def load(root: Root, image: Descriptor, names: tuple[str, ...], *, engine: Engin
                                     timeout=120)
             if tagged.returncode == 0:
                 return LoadedReport(engine=name, output=f"tagged {', '.join(names)}")
-    output = DockerOutput(dest=None, image=ImageOptions(names=names,
-                                                        compression="uncompressed"))
+    asked = options or ImageOptions()
+    output = DockerOutput(dest=None, image=dataclasses.replace(
+        asked, names=names, compression=asked.compression or "uncompressed"))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # The engine's output goes to files: a pipe it filled while we write its stdin
         # would stall both sides.

@@ -136,7 +136,9 @@ class BuildRequest:
     metadata_file: str = ""  # write buildx's metadata JSON here
     metadata_warnings: bool = False  # the build checks in it (buildx: BUILDX_METADATA_WARNINGS)
     load: Engine | None = None  # also load the result into podman or docker (--load)
-    annotations: tuple[Annotation, ...] = ()  # --annotation (not written yet: refused)
+    # --annotation: into the stored result and every image output (buildx adds them to
+    # every output); an output's own annotation.* keys come after them.
+    annotations: tuple[Annotation, ...] = ()
     # What RUN steps' containers get; the sandbox cannot honour these yet (refused).
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host HOST:IP
     shm_size: int | None = None  # --shm-size, bytes

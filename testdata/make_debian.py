@@ -43,13 +43,13 @@ if str(REPO) not in sys.path:
 
 from pybuild.content.store import ContentStore  # noqa: E402
 from pybuild.errors import UserError  # noqa: E402
-from pybuild.exporters.oci_layout import write_oci_layout  # noqa: E402
 from pybuild.layers.compress import CompressingWriter  # noqa: E402
 from pybuild.layers.diff import write_tree  # noqa: E402
 from pybuild.oci import mediatypes as mt  # noqa: E402
 from pybuild.oci.config import DEFAULT_PATH, ContainerConfig, History, ImageConfig  # noqa: E402
 from pybuild.oci.descriptor import Descriptor, Manifest  # noqa: E402
 from pybuild.oci.platform import Platform  # noqa: E402
+from pybuild.transports.oci_layout import write_layout  # noqa: E402
 
 DEFAULT_OUT = REPO / "testdata" / "generated" / "debian"
 SUITE = "bookworm"
@@ -217,7 +217,7 @@ def base_layout(base_tar: Path, layout: Path, work: Path) -> None:
     desc = Descriptor(media_type=mt.OCI_MANIFEST, digest=store.write(manifest),
                       size=len(manifest), platform=platform)
     staged = work / "layout"
-    write_oci_layout(store, desc, staged, tar=False, ref_name=REF_NAME)
+    write_layout(store, desc, staged, names=(REF_NAME,))
     if layout.exists():
         shutil.rmtree(layout)
     os.replace(staged, layout)

@@ -117,13 +117,19 @@ def add_arguments(b: argparse.ArgumentParser, registry_flags: Any) -> None:
     b.add_argument("--label", action="append",
                    help="set an image label KEY=VALUE (KEY alone: an empty value)")
     b.add_argument("--annotation", action="append", default=[],
-                   help="add an annotation [TYPE:]KEY=VALUE (not written yet: refused)")
+                   help="add an annotation [TYPE[PLATFORM][,TYPE...]:]KEY=VALUE to every "
+                        "image output and the stored result; TYPE is manifest (the default), "
+                        "index, manifest-descriptor or index-descriptor, e.g. "
+                        "manifest[linux/arm64]:KEY=VALUE")
     b.add_argument("-o", "--output", action="append", default=[],
                    help="export the result: type=oci|docker|local|tar|image|registry|"
                         "cacheonly,dest=PATH,...; a bare PATH is type=local; type=docker "
-                        "without dest loads into podman or docker, as --load; type=local "
-                        "leaves out device nodes, set-uid/set-gid bits and file capabilities "
-                        "unless privileged-files=true")
+                        "without dest loads into podman or docker, as --load; image outputs "
+                        "take name, compression, compression-level, force-compression, "
+                        "oci-mediatypes (type=docker: false by default), rewrite-timestamp "
+                        "and annotation[-TYPE][[PLATFORM]].KEY; type=local leaves out "
+                        "device nodes, set-uid/set-gid bits and file capabilities unless "
+                        "privileged-files=true")
     b.add_argument("--no-cache", action="store_true", help="do not use the cache")
     b.add_argument("--no-cache-filter", action="append", default=[],
                    help="do not use the cache for these stages")

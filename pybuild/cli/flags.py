@@ -265,13 +265,12 @@ def check_cache_option(text: str, flag: str) -> list[str]:
 # -- --annotation, --label, --add-host, --shm-size, --ulimit -----------------------------------
 
 _ANNOTATION_TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$")
-_ANNOTATION_LEVELS = ("manifest", "index", "manifest-descriptor", "index-descriptor")
 
 
 def parse_annotation(text: str) -> list[Annotation]:
-    """buildx's `--annotation [TYPE[,TYPE...]:]KEY=VALUE` (`ParseAnnotations`); no type
-    is the manifest's."""
-    from pybuild.exporters.base import Annotation
+    """buildx's `--annotation [TYPE[[PLATFORM]][,TYPE...]:]KEY=VALUE` (`ParseAnnotations`);
+    no type is the manifest's."""
+    from pybuild.exporters.base import Annotation, annotation_of
 
     key, eq, value = text.partition("=")
     if not eq:
@@ -286,14 +285,8 @@ def parse_annotation(text: str) -> list[Annotation]:
             raise UserError(f"invalid --annotation type {spec!r}: expected a type and an "
                             "optional platform in square brackets", code="bad-flag")
         level, platform = m.groups()
-        if level not in _ANNOTATION_LEVELS:
-            raise UserError(f"invalid --annotation {text!r}: unknown annotation type "
-                            f"{level!r}{suggest(level, _ANNOTATION_LEVELS)}",
-                            code="bad-flag", hint=f"types: {', '.join(_ANNOTATION_LEVELS)}")
-        if platform:
-            raise UserError(f"--annotation {text}: a platform-specific annotation "
-                            f"([{platform}]) is not supported yet", code="unsupported-flag")
-        out.append(Annotation(level=level, key=akey, value=value))  # type: ignore[arg-type]
+        out.append(annotation_of(akey, value, platform_text=platform, level_text=level,
+                                 where=f"--annotation {text}"))
     return out
 
 

@@ -9,18 +9,23 @@ that only another type takes says which types take it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from pybuild.content.store import ContentStore
 from pybuild.errors import UserError
 from pybuild.oci.descriptor import Descriptor
+from pybuild.oci.platform import Platform
 
 STDOUT = "-"
 
 Compression = Literal["gzip", "zstd", "uncompressed"]
 AnnotationLevel = Literal["manifest", "index", "manifest-descriptor", "index-descriptor"]
+ANNOTATION_LEVELS: tuple[AnnotationLevel, ...] = (
+    "manifest", "index", "manifest-descriptor", "index-descriptor")
 
 
 class Exporter(Protocol):
@@ -33,11 +38,18 @@ class Exporter(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Annotation:
-    """`annotation[-level].KEY=VALUE` of buildx: where it goes, and what."""
+    """`annotation[-LEVEL][[PLATFORM]].KEY=VALUE` of an output, `--annotation
+    [LEVEL[[PLATFORM]]:]KEY=VALUE` of buildx: where it goes, and what. `platform` narrows
+    a manifest or manifest-descriptor annotation to that platform's manifest."""
 
     level: AnnotationLevel
     key: str
     value: str
+    platform: Platform | None = None
+
+    def __str__(self) -> str:
+        where = f"[{self.platform}]" if self.platform is not None else ""
+        return f"{self.level}{where}:{self.key}={self.value}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,17 +153,17 @@ _KEYS: dict[str, frozenset[str]] = {
     "cacheonly": frozenset({"type"}),
 }
 _ANNOTATION_TYPES = frozenset({"oci", "docker", "image", "registry"})
-_ANNOTATION_PREFIXES: tuple[tuple[str, AnnotationLevel], ...] = (
-    # Longest first: "annotation-manifest-descriptor." also starts with "annotation-manifest".
-    ("annotation-manifest-descriptor.", "manifest-descriptor"),
-    ("annotation-index-descriptor.", "index-descriptor"),
-    ("annotation-manifest.", "manifest"),
-    ("annotation-index.", "index"),
-    ("annotation.", "manifest"),
-)
+# BuildKit's exptypes.ParseAnnotationKey: annotation[-TYPE][[PLATFORM]].KEY
+_ANNOTATION_KEY = re.compile(r"^annotation(?:-([a-z-]+))?(?:\[([A-Za-z0-9_/-]+)\])?\.(\S+)$")
 _TRUE = frozenset({"1", "t", "true"})  # Go's strconv.ParseBool, which buildx uses
 _FALSE = frozenset({"0", "f", "false"})
 _COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "uncompressed")
+# Known to BuildKit, not written by pybuild: refused by name rather than "unknown".
+_REFUSED_COMPRESSIONS = {
+    "estargz": "pybuild does not write eStargz (seekable gzip) layers; zstd gives "
+               "smaller and faster-to-pull layers, gzip the most compatible ones",
+    "nydus": "pybuild does not write Nydus layers",
+}
 
 
 def _suggest(word: str, choices: frozenset[str] | tuple[str, ...]) -> str:
@@ -185,8 +197,8 @@ def _check_key(spec: str, kind: str, key: str) -> None:
     allowed = _KEYS[kind]
     if key in allowed:
         return
-    if any(key.startswith(p) for p, _ in _ANNOTATION_PREFIXES) and kind in _ANNOTATION_TYPES:
-        return
+    if key.startswith("annotation") and kind in _ANNOTATION_TYPES:
+        return  # checked by _annotation
     others = sorted(k for k, keys in _KEYS.items() if key in keys)
     if others:
         raise _err(
@@ -198,22 +210,67 @@ def _check_key(spec: str, kind: str, key: str) -> None:
     raise _err(spec, f"unknown key {key!r} for type={kind}{_suggest(key, allowed)}")
 
 
+def annotation_of(key: str, value: str, *, platform_text: str | None, level_text: str,
+                  where: str) -> Annotation:
+    """One annotation from its parts as an output key or `--annotation` writes them;
+    `where` names the flag in errors. Platforms narrow manifest annotations only."""
+    if level_text not in ANNOTATION_LEVELS:
+        raise UserError(f"{where}: unknown annotation type {level_text!r}"
+                        f"{_suggest(level_text, ANNOTATION_LEVELS)}", code="bad-annotation",
+                        hint=f"types: {', '.join(ANNOTATION_LEVELS)}")
+    if not key:
+        raise UserError(f"{where}: names no annotation key", code="bad-annotation")
+    platform = None
+    if platform_text:
+        if level_text in ("index", "index-descriptor"):
+            raise UserError(f"{where}: a platform ([{platform_text}]) selects one manifest; "
+                            f"{level_text} annotations belong to the whole index",
+                            code="bad-annotation",
+                            hint="drop the platform, or use manifest[PLATFORM] or "
+                                 "manifest-descriptor[PLATFORM]")
+        try:
+            platform = Platform.parse(platform_text)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc.message}", code="bad-annotation") from None
+    level = next(x for x in ANNOTATION_LEVELS if x == level_text)
+    return Annotation(level=level, key=key, value=value, platform=platform)
+
+
+def _annotation(spec: str, key: str, value: str) -> Annotation:
+    m = _ANNOTATION_KEY.match(key)
+    if m is None:
+        raise _err(spec, f"{key!r} is not an annotation key",
+                   hint="annotation[-manifest|-index|-manifest-descriptor|-index-descriptor]"
+                        "[[PLATFORM]].KEY=VALUE")
+    level, platform, ann_key = m.groups()
+    try:
+        return annotation_of(ann_key, value, platform_text=platform,
+                             level_text=level or "manifest", where=f"--output {spec!r}")
+    except UserError as exc:
+        raise _err(spec, exc.message.removeprefix(f"--output {spec!r}: "),
+                   hint=exc.hint) from None
+
+
+def _compression(spec: str, attrs: dict[str, str]) -> Compression | None:
+    if "compression" not in attrs:
+        return None
+    value = attrs["compression"].lower()
+    for known in _COMPRESSIONS:
+        if value == known:
+            return known
+    if value in _REFUSED_COMPRESSIONS:
+        raise UserError(f"--output {spec!r}: compression={value} is not supported",
+                        code="unsupported-option", hint=_REFUSED_COMPRESSIONS[value])
+    raise _err(spec, f"unknown compression {attrs['compression']!r}"
+                     f"{_suggest(value, _COMPRESSIONS)}", hint="use gzip, zstd or uncompressed")
+
+
 def _image_options(spec: str, attrs: dict[str, str]) -> ImageOptions:
     names: list[str] = []
     for name in attrs.get("name", "").split(","):
         if name.strip():
             names.append(name.strip())
-    compression: Compression | None = None
-    if "compression" in attrs:
-        value = attrs["compression"].lower()
-        if value not in _COMPRESSIONS:
-            raise _err(
-                spec,
-                f"unknown compression {attrs['compression']!r}"
-                f"{_suggest(value, _COMPRESSIONS)}",
-                hint="use gzip, zstd or uncompressed",
-            )
-        compression = value
+    compression = _compression(spec, attrs)
     level: int | None = None
     if "compression-level" in attrs:
         try:
@@ -222,22 +279,16 @@ def _image_options(spec: str, attrs: dict[str, str]) -> ImageOptions:
             raise _err(
                 spec, f"compression-level={attrs['compression-level']!r} is not an integer"
             ) from None
-    annotations: list[Annotation] = []
-    for key, value in attrs.items():
-        for prefix, ann_level in _ANNOTATION_PREFIXES:
-            if key.startswith(prefix):
-                ann_key = key[len(prefix) :]
-                if not ann_key:
-                    raise _err(spec, f"{key!r} names no annotation key")
-                annotations.append(Annotation(level=ann_level, key=ann_key, value=value))
-                break
+    annotations = [_annotation(spec, key, value) for key, value in attrs.items()
+                   if key.startswith("annotation")]
+    force = attrs.get("force-compression")
     return ImageOptions(
         names=tuple(names),
         compression=compression,
         compression_level=level,
-        force_compression=_bool(spec, "force-compression", attrs["force-compression"])
-        if "force-compression" in attrs
-        else False,
+        # BuildKit (compression.ParseAttributes) takes a bare `force-compression=` as true
+        force_compression=force == "" or (force is not None
+                                          and _bool(spec, "force-compression", force)),
         oci_mediatypes=_bool(spec, "oci-mediatypes", attrs["oci-mediatypes"])
         if "oci-mediatypes" in attrs
         else None,
@@ -338,3 +389,15 @@ def parse_output(spec: str) -> OutputSpec:
             )
         case _:
             return CacheOnlyOutput()
+
+
+def with_annotations(spec: OutputSpec, annotations: tuple[Annotation, ...]) -> OutputSpec:
+    """`spec` with the build's `--annotation`s before its own (buildx adds them to every
+    output; an image output's own keys win)."""
+    match spec:
+        case OCIOutput() | DockerOutput() | ImageOutput() if annotations:
+            image = dataclasses.replace(spec.image,
+                                        annotations=(*annotations, *spec.image.annotations))
+            return dataclasses.replace(spec, image=image)
+        case _:
+            return spec

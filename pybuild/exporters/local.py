@@ -42,9 +42,9 @@ from pathlib import Path
 import zstandard
 
 from pybuild.content.store import ContentStore
+from pybuild.content.verify import VerifyingReader
 from pybuild.content.walk import platforms_of, read_config, read_manifest, resolve_platform
 from pybuild.errors import IntegrityError, UserError
-from pybuild.exporters.oci_layout import Dest, VerifyingReader
 from pybuild.layers.apply import HOST_SAFE, KEEP_ALL, FilePrivileges, apply_layer
 from pybuild.layers.decompress import DEFAULT_LIMITS, ExpansionLimits
 from pybuild.layers.diff import write_tree
@@ -52,7 +52,7 @@ from pybuild.layers.errors import LayerWriteError
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
-from pybuild.transports.destination import open_destination, writes_in_place
+from pybuild.transports.destination import Dest, open_destination, writes_in_place
 
 Warn = Callable[[str], None]
 _READ_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -151,7 +151,7 @@ def apply_image(
         if layer.media_type not in mt.LAYER_TYPES:
             raise UserError(f"layer {layer.digest} has media type {layer.media_type}")
         with store.open(layer.digest, what="layer") as f:
-            reader = VerifyingReader(f, layer, "content store")
+            reader = VerifyingReader(f, layer.digest, layer.size, where="content store")
             try:
                 stats = apply_layer(
                     io.BufferedReader(reader, _CHUNK),

@@ -1,7 +1,8 @@
 """One `--output` of a stored image: the match over the typed `OutputSpec`.
 
-Image outputs (`type=image|registry`) name and push images; that is the builder's job
-with the image store and the registry, not an exporter's, so they are not handled here.
+Image outputs (`type=image|registry`) name and push images; that is the build's job
+with the image store and the registry (`job`), not an exporter's. Every image-writing
+output converts the image first as its options say (`convert`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pybuild.exporters.base import (
     OutputSpec,
     TarOutput,
 )
+from pybuild.exporters.convert import NO_FACTS, BuildFacts, conversion, convert_image
 from pybuild.exporters.docker_archive import DockerArchiveExporter
 from pybuild.exporters.local import LocalExporter, TarExporter
 from pybuild.exporters.oci_layout import OCILayoutExporter
-from pybuild.layers.recompress import compress_image
+from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
 from pybuild.oci.reference import Reference
+from pybuild.transports.docker_archive import single_manifest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,12 +50,13 @@ class ExportReport:
 def export(store: ContentStore, image: Descriptor, spec: OutputSpec, *,
            names: tuple[str, ...] = (), platform: Platform | None = None,
            stdout: BinaryIO | None = None, compression: str = "gzip",
-           compression_memo: Path | None = None,
+           compression_memo: Path | None = None, facts: BuildFacts = NO_FACTS,
            warn: Callable[[str], None] | None = None) -> ExportReport:
     """Write `image` (in `store`) where `spec` says. `names`: the image's names when the
     output gives none (-t); `stdout`: where `dest=-` (or no dest) writes, None to refuse;
-    `compression`: of layers, unless the output says; `warn`: what an exporter left out
-    (e.g. the device nodes type=local does not write)."""
+    `compression`: of layers, unless the output says; `facts`: what `rewrite-timestamp`
+    needs of the build; `warn`: what an exporter left out (e.g. the device nodes
+    type=local does not write)."""
 
     def dest_of(dest: str | None) -> str | BinaryIO:
         if dest is None or dest == "-":
@@ -62,23 +66,31 @@ def export(store: ContentStore, image: Descriptor, spec: OutputSpec, *,
             return stdout
         return dest
 
-    def compressed(kind: str | None) -> Descriptor:
-        return compress_image(store, image, kind or compression, compression_memo)
-
+    default = _compression(compression)
     match spec:
         case OCIOutput():
-            packed = compressed(spec.image.compression)
-            ref_names = spec.image.names or names
-            OCILayoutExporter(dest_of(spec.dest), tar=spec.tar,
-                              ref_name=ref_names[0] if ref_names else None).export(store, packed)
+            conv = conversion(spec.image, output="type=oci", default_oci=True,
+                              default_compression=default)
+            packed = convert_image(store, image, conv, facts=facts,
+                                   memo_path=compression_memo, output="type=oci")
+            # BuildKit's oci exporter (normalizedNames): full names, `latest` if untagged
+            ref_names = [str(Reference.parse(n)) for n in spec.image.names or names]
+            written = OCILayoutExporter(dest_of(spec.dest), tar=spec.tar,
+                                        names=ref_names).export(store, packed)
             return ExportReport(kind="oci" if spec.tar else "oci-layout",
-                                destination=spec.dest or "-", descriptor=packed)
+                                destination=spec.dest or "-", descriptor=written)
         case DockerOutput():
-            packed = compressed(spec.image.compression)
-            tags = [Reference.parse(n).familiar for n in spec.image.names or names]
-            DockerArchiveExporter(dest_of(spec.dest), repo_tags=tags,
-                                  platform=platform).export(store, packed)
-            return ExportReport(kind="docker", destination=spec.dest or "-", descriptor=packed)
+            # buildx documents oci-mediatypes=false as the docker exporter's default (podman
+            # reads such an archive through its Docker config, HEALTHCHECK and all).
+            conv = conversion(spec.image, output="type=docker", default_oci=False,
+                              default_compression=default)
+            single = single_manifest(store, image, platform)  # before converting: one platform
+            packed = convert_image(store, single, conv, facts=facts,
+                                   memo_path=compression_memo, output="type=docker")
+            written = DockerArchiveExporter(dest_of(spec.dest),
+                                            repo_tags=spec.image.names or names).export(
+                store, packed)
+            return ExportReport(kind="docker", destination=spec.dest or "-", descriptor=written)
         case LocalOutput():
             LocalExporter(spec.dest, platform=platform, platform_split=spec.platform_split,
                           privileged_files=spec.privileged_files,
@@ -91,7 +103,18 @@ def export(store: ContentStore, image: Descriptor, spec: OutputSpec, *,
         case CacheOnlyOutput():
             return ExportReport(kind="cacheonly", destination="", descriptor=image)
         case ImageOutput():
-            raise TypeError("image outputs are handled by the builder, not an exporter")
+            # A build names and pushes its result (job); a stored image already has names.
+            raise UserError("type=image and type=registry are outputs of a build",
+                            code="bad-output",
+                            hint="name a stored image with `pybuild tag`, push it with "
+                                 "`pybuild push`")
+
+
+def _compression(kind: str) -> mt.Compression:
+    for known in mt.COMPRESSIONS:
+        if kind == known:
+            return known
+    raise UserError(f"unknown compression {kind!r}: use gzip, zstd or uncompressed")
 
 
 def _kind(spec: OutputSpec) -> str:

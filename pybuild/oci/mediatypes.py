@@ -22,6 +22,9 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+# containerd's name for zstd in a Docker manifest (BuildKit writes it for
+# compression=zstd,oci-mediatypes=false).
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -34,6 +37,7 @@ LAYER_TYPES = frozenset(
         OCI_LAYER_ZSTD,
         DOCKER_LAYER,
         DOCKER_LAYER_GZIP,
+        DOCKER_LAYER_ZSTD,
         DOCKER_FOREIGN_LAYER_GZIP,
     }
 )
@@ -47,6 +51,7 @@ _TO_DOCKER = {
     OCI_CONFIG: DOCKER_CONFIG,
     OCI_LAYER_GZIP: DOCKER_LAYER_GZIP,
     OCI_LAYER: DOCKER_LAYER,
+    OCI_LAYER_ZSTD: DOCKER_LAYER_ZSTD,
 }
 _TO_OCI = {v: k for k, v in _TO_DOCKER.items()}
 
@@ -57,6 +62,17 @@ def to_docker(media_type: str) -> str:
 
 def to_oci(media_type: str) -> str:
     return _TO_OCI.get(media_type, media_type)
+
+
+def is_docker(media_type: str) -> bool:
+    """A Docker schema 2 media type (manifest, list, config or layer)."""
+    return media_type.startswith("application/vnd.docker.")
+
+
+def layer_type(compression: Compression, *, oci: bool) -> str:
+    """The layer media type of `compression` in an OCI or a Docker manifest."""
+    kind = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "uncompressed": OCI_LAYER}
+    return kind[compression] if oci else to_docker(kind[compression])
 
 
 def layer_compression(media_type: str) -> Compression:

@@ -43,9 +43,13 @@ def validate_image(source: BlobSource, desc: Descriptor) -> list[str]:
         for child in index.manifests:
             if child.platform is None:
                 raise IntegrityError(f"index {desc.digest}: child {child.digest} has no platform")
+            if mt.is_docker(index.media_type) and not mt.is_docker(child.media_type):
+                raise IntegrityError(f"index {desc.digest}: a Docker manifest list holds "
+                                     f"{child.media_type} {child.digest}")
             checked += validate_image(source, child)
         return checked
     manifest = Manifest.parse(data)
+    _check_media_types(desc, manifest)
     config_bytes = source.read(manifest.config.digest, what="config")
     verify_blob(config_bytes, manifest.config, what="config")
     config = ImageConfig.parse(config_bytes)
@@ -74,3 +78,20 @@ def validate_image(source: BlobSource, desc: Descriptor) -> list[str]:
         raise IntegrityError(f"manifest {desc.digest}: descriptor platform {desc.platform} "
                              f"differs from config platform {config.platform}")
     return [str(desc.digest)]
+
+
+def _check_media_types(desc: Descriptor, manifest: Manifest) -> None:
+    """One family per manifest: a Docker schema 2 manifest names a Docker config and
+    Docker layers, an OCI manifest OCI ones (umoci and containerd refuse a mix)."""
+    docker = mt.is_docker(manifest.media_type)
+    family = "Docker" if docker else "OCI"
+    if desc.media_type != manifest.media_type:
+        raise IntegrityError(f"manifest {desc.digest}: its descriptor says {desc.media_type}, "
+                             f"the manifest {manifest.media_type}")
+    if manifest.config.media_type != (mt.DOCKER_CONFIG if docker else mt.OCI_CONFIG):
+        raise IntegrityError(f"manifest {desc.digest}: a {family} manifest with config type "
+                             f"{manifest.config.media_type}")
+    for layer in manifest.layers:
+        if mt.is_docker(layer.media_type) != docker:
+            raise IntegrityError(f"manifest {desc.digest}: a {family} manifest with layer "
+                                 f"{layer.digest} of type {layer.media_type}")

@@ -42,13 +42,13 @@ from pybuild.content.images import ImageStore
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import UserError
-from pybuild.exporters.oci_layout import read_oci_layout, write_oci_layout
 from pybuild.layers.compress import CompressingWriter
 from pybuild.layers.tarwriter import LayerWriter
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import DEFAULT_PATH, ContainerConfig, History, ImageConfig
 from pybuild.oci.descriptor import Descriptor, Index, Manifest
 from pybuild.oci.platform import Platform
+from pybuild.transports.oci_layout import read_oci_layout, write_layout
 
 PACKAGE = "busybox-static"
 ARCHES: tuple[str, ...] = ("amd64", "arm64")
@@ -354,7 +354,7 @@ def build_busybox_image(
             media_type=mt.OCI_INDEX, digest=store.write(index_bytes), size=len(index_bytes)
         )
         staged = Path(tmp) / "layout"
-        write_oci_layout(store, index, staged, tar=False, ref_name=ref_name)
+        write_layout(store, index, staged, names=(ref_name,))
         # Swap in whole: a reader sees the old layout or the new one, never a mix.
         old = Path(tmp) / "old"
         if layout_dir.exists():

@@ -24,6 +24,8 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pybuild.content.store import ContentStore
@@ -31,7 +33,7 @@ from pybuild.content.walk import platforms_of, read_manifest, resolve_platform, 
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, NotFoundError, UserError
 from pybuild.layers.decompress import decompressed
-from pybuild.layers.errors import LayerError
+from pybuild.layers.errors import LayerError, LayerTooLargeError
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import ImageConfig
 from pybuild.oci.descriptor import Descriptor, Manifest
@@ -58,7 +60,7 @@ _HEX_NAME = re.compile(r"(?:^|/)(?:sha256/)?([0-9a-f]{64})(?:\.json)?$")
 # -- writing --------------------------------------------------------------------------
 
 
-def _repo_tags(repo_tags: list[str]) -> list[Reference]:
+def _repo_tags(repo_tags: Sequence[str]) -> list[Reference]:
     out: list[Reference] = []
     for tag in repo_tags:
         ref = Reference.parse(tag)
@@ -72,9 +74,11 @@ def _repo_tags(repo_tags: list[str]) -> list[Reference]:
     return out
 
 
-def _single_manifest(
+def single_manifest(
     store: ContentStore, descriptor: Descriptor, platform: Platform | None
 ) -> Descriptor:
+    """The one image a docker archive of `descriptor` holds: `platform`'s of an index
+    (which it needs), or the manifest itself (checked against `platform` if given)."""
     if mt.is_index(descriptor.media_type):
         if platform is None:
             offered = ", ".join(str(p) for _, p in platforms_of(store, descriptor)) or "none"
@@ -92,12 +96,23 @@ def _single_manifest(
     return descriptor
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedImage:
+    """One image of a docker archive: `top` is what index.json lists (an index keeps every
+    platform, as Docker 25+ saves it), `manifest` the single-platform manifest that
+    manifest.json lists for `docker load`; `names` its RepoTags (and index.json entries)."""
+
+    top: Descriptor
+    manifest: Descriptor
+    names: tuple[str, ...] = ()
+
+
 def write_docker_archive(
     store: ContentStore,
     manifest_descriptor: Descriptor,
     dest: Dest,
     *,
-    repo_tags: list[str],
+    repo_tags: Sequence[str],
     platform: Platform | None = None,
 ) -> Descriptor:
     """Write a `docker save`-format archive of one image; returns its manifest descriptor.
@@ -106,36 +121,47 @@ def write_docker_archive(
     `repo_tags` become manifest.json's RepoTags (familiar form, `app:1`) and one index.json
     entry each, annotated as Docker does. `dest`: see `destination.open_destination`.
     """
-    desc = _single_manifest(store, manifest_descriptor, platform)
-    manifest = read_manifest(store, desc)
-    tags = _repo_tags(repo_tags)
-    parts = walk(store, desc, strict=True, what="the exported image")
-    missing = [d.digest for d in manifest.layers if not store.has(d.digest)]
-    if missing:
-        raise NotFoundError(
-            f"layer {missing[0]} is a foreign layer that is not in the content store; "
-            "a docker archive must carry every layer"
-        )
-    docker_manifest = [
-        {
+    desc = single_manifest(store, manifest_descriptor, platform)
+    write_docker_archives(store, [ArchivedImage(top=desc, manifest=desc,
+                                                names=tuple(repo_tags))], dest)
+    return desc
+
+
+def write_docker_archives(store: ContentStore, images: Sequence[ArchivedImage],
+                          dest: Dest) -> None:
+    """Write several images into one docker archive (`docker save IMAGE...`). Every blob
+    of every `top` goes in once; manifest.json lists each image's `manifest`."""
+    blobs: dict[Digest, Descriptor] = {}
+    docker_manifest = []
+    entries: list[Descriptor] = []
+    for image in images:
+        manifest = read_manifest(store, image.manifest)
+        missing = [d.digest for d in manifest.layers if not store.has(d.digest)]
+        if missing:
+            raise NotFoundError(
+                f"layer {missing[0]} is a foreign layer that is not in the content store; "
+                "a docker archive must carry every layer"
+            )
+        for part in walk(store, image.top, strict=True, what="the exported image").in_order:
+            blobs.setdefault(part.digest, part)
+        tags = _repo_tags(image.names)
+        docker_manifest.append({
             "Config": blob_path(manifest.config.digest),
             "RepoTags": [t.familiar for t in tags],
             "Layers": [blob_path(d.digest) for d in manifest.layers],
-        }
-    ]
-    entries = [
-        named_descriptor(desc, LayoutName(ref_name=t.tag, image_name=str(t))) for t in tags
-    ] or [desc]
+        })
+        named = [named_descriptor(image.top, LayoutName(ref_name=t.tag, image_name=str(t)))
+                 for t in tags] or [image.top]
+        entries += [e for e in named if e not in entries]
     with open_destination(dest, what="docker archive") as out:
         archive = ArchiveWriter(out)
-        archive.add_blobs(store, parts.in_order)
+        archive.add_blobs(store, tuple(blobs.values()))
         archive.add_bytes(INDEX_FILE, index_bytes(entries))
         archive.add_bytes(
             MANIFEST_FILE, json.dumps(docker_manifest, separators=(",", ":")).encode()
         )
         archive.add_bytes(OCI_LAYOUT_FILE, layout_file_bytes(), mode=MODE_BLOB)
         archive.close()
-    return desc
 
 
 # -- reading --------------------------------------------------------------------------
@@ -214,9 +240,65 @@ def _member(source: Source, entry: dict[str, object], key: str) -> str:
     return value
 
 
+def read_all_docker_archive(path: str | os.PathLike[str],
+                            store: ContentStore) -> list[ImportedImage]:
+    """Import every image of a docker archive, in the order it lists them, each with the
+    names it records (index.json's, else manifest.json's RepoTags)."""
+    source = TarSource(Path(path), kind="docker archive")
+    try:
+        if is_layout(source):
+            from pybuild.transports.oci_layout import read_all_from
+
+            try:
+                images = read_all_from(source, store)
+            except NotFoundError:
+                # Docker 25 can save an index whose other platforms it does not have.
+                if not source.has(MANIFEST_FILE):
+                    raise
+            else:
+                return _named_by_repo_tags(source, store, images)
+        return [_import_classic(source, store, entry) for entry in _entries(source)]
+    finally:
+        source.close()
+
+
+def _named_by_repo_tags(source: Source, store: ContentStore,
+                        images: list[ImportedImage]) -> list[ImportedImage]:
+    """Images an index.json leaves unnamed take the RepoTags manifest.json gives the
+    image with their config (Docker 25+ archives name both ways)."""
+    if all(i.names for i in images) or not source.has(MANIFEST_FILE):
+        return images
+    by_config: dict[str, tuple[str, ...]] = {}
+    for entry in _entries(source):
+        config = entry.get("Config")
+        if isinstance(config, str):
+            by_config.setdefault(config, _tags(source, entry))
+    out = []
+    for image in images:
+        names = image.names
+        if not names:
+            for manifest in _manifests_of(store, image.descriptor):
+                names = by_config.get(blob_path(manifest.config.digest), ())
+                if names:
+                    break
+        out.append(ImportedImage(descriptor=image.descriptor, names=names))
+    return out
+
+
+def _manifests_of(store: ContentStore, desc: Descriptor) -> list[Manifest]:
+    if mt.is_manifest(desc.media_type):
+        return [read_manifest(store, desc)]
+    return [read_manifest(store, d) for d, _ in platforms_of(store, desc)
+            if store.has(d.digest)]
+
+
 def _read_classic(source: Source, store: ContentStore, reference: Reference | None,
                   index: int | None) -> ImportedImage:
-    entry = _choose(source, _entries(source), reference, index)
+    return _import_classic(source, store, _choose(source, _entries(source), reference, index))
+
+
+def _import_classic(source: Source, store: ContentStore,
+                    entry: dict[str, object]) -> ImportedImage:
     config_name = _member(source, entry, "Config")
     config_bytes = read_small(source, config_name)
     config_digest = Digest.from_bytes(config_bytes)
@@ -247,9 +329,11 @@ def _import_layer(source: Source, store: ContentStore, name: str,
         return Descriptor(media_type=mt.OCI_LAYER, digest=diff_id, size=store.size(diff_id))
     with source.open(name) as raw, store.writer() as w:
         try:
-            stream = decompressed(raw)
+            stream = decompressed(raw, what=f"layer {name} of {source.where}")
             while chunk := stream.read(_CHUNK):
                 w.write(chunk)
+        except LayerTooLargeError:
+            raise  # a decompression bomb: refused as such, named
         except LayerError as exc:  # the compressed stream is damaged
             raise IntegrityError(f"{source.where}: layer {name} is corrupt: {exc}") from None
         if w.digest != diff_id:

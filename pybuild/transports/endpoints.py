@@ -16,7 +16,6 @@ from pybuild.content.store import ContentStore
 from pybuild.errors import NotFoundError, UserError
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
-from pybuild.transports.destination import Dest
 from pybuild.transports.names import (
     DockerArchiveLocation,
     ImageLocation,
@@ -58,6 +57,21 @@ def read_image(location: ImageLocation, store: ContentStore, *,
             return remote.pull_image(location, store, platforms=platforms, options=registry)
 
 
+def read_all(location: ImageLocation, store: ContentStore) -> list[ImportedImage]:
+    """Every image a local location holds (`docker load` of an archive with several),
+    each with the names it records; a registry location is one image."""
+    from pybuild.transports import docker_archive, oci_layout
+
+    match location:
+        case (OCILayoutLocation(name=None, digest=None, index=None)
+              | OCIArchiveLocation(name=None, index=None)):
+            return oci_layout.read_all(location.path, store)
+        case DockerArchiveLocation(path=path, reference=None, index=None):
+            return docker_archive.read_all_docker_archive(path, store)
+        case _:
+            return [read_image(location, store)]
+
+
 def write_image(store: ContentStore, descriptor: Descriptor, location: ImageLocation, *,
                 platform: Platform | None = None,
                 registry: RegistryOptions | None = None) -> Descriptor:
@@ -70,10 +84,10 @@ def write_image(store: ContentStore, descriptor: Descriptor, location: ImageLoca
     match location:
         case OCILayoutLocation(digest=None, index=None):
             return oci_layout.write_layout(store, descriptor, location.path,
-                                           ref_name=location.name)
+                                           names=_named(location.name))
         case OCIArchiveLocation(index=None):
             return oci_archive.write_oci_archive(store, descriptor, location.path,
-                                                 ref_name=location.name)
+                                                 names=_named(location.name))
         case DockerArchiveLocation(index=None):
             tags = [location.reference.familiar] if location.reference is not None else []
             return docker_archive.write_docker_archive(store, descriptor, location.path,
@@ -85,17 +99,8 @@ def write_image(store: ContentStore, descriptor: Descriptor, location: ImageLoca
                     "read, it does not name one to write", code="bad-location")
 
 
-def write_archive(store: ContentStore, descriptor: Descriptor, dest: Dest, *,
-                  docker: bool, names: Sequence[str] = (),
-                  platform: Platform | None = None) -> Descriptor:
-    """`-o type=oci|docker,dest=…`: an archive to a path, `-`, a device or a stream."""
-    from pybuild.transports import docker_archive, oci_archive
-
-    if docker:
-        return docker_archive.write_docker_archive(store, descriptor, dest,
-                                                   repo_tags=list(names), platform=platform)
-    return oci_archive.write_oci_archive(store, descriptor, dest,
-                                         ref_name=names[0] if names else None)
+def _named(name: str | None) -> tuple[str, ...]:
+    return (name,) if name is not None else ()
 
 
 def location_of(path: str | os.PathLike[str]) -> ImageLocation:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pybuild.digest import Digest
@@ -45,6 +46,17 @@ def layout_name(ref: str) -> LayoutName:
         parsed = Reference.parse(ref)
         return LayoutName(ref_name=parsed.tag or str(parsed.digest), image_name=str(parsed))
     return LayoutName(ref_name=ref, image_name=None)
+
+
+def named_entries(descriptor: Descriptor, names: Sequence[str]) -> list[Descriptor]:
+    """The index.json entries of an image with `names` (see `layout_name`): one per name,
+    as containerd's archive exporter writes them for BuildKit, or one unnamed entry."""
+    entries: list[Descriptor] = []
+    for name in names:
+        entry = named_descriptor(descriptor, layout_name(name))
+        if entry not in entries:
+            entries.append(entry)
+    return entries or [descriptor]
 
 
 def named_descriptor(descriptor: Descriptor, name: LayoutName | None) -> Descriptor:

@@ -7,6 +7,8 @@ with fixed metadata (see `archive.ArchiveWriter`). Reading is the layout reader'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import walk
 from pybuild.oci.descriptor import Descriptor
@@ -17,23 +19,22 @@ from pybuild.transports.layout_index import (
     OCI_LAYOUT_FILE,
     index_bytes,
     layout_file_bytes,
-    layout_name,
-    named_descriptor,
+    named_entries,
 )
 
 
 def write_oci_archive(store: ContentStore, descriptor: Descriptor, dest: Dest, *,
-                      ref_name: str | None) -> Descriptor:
+                      names: Sequence[str] = ()) -> Descriptor:
     """Write the image `descriptor` (a manifest or an index, with all children) as an OCI
-    archive to `dest` (a path, `-`, a device or a stream; see `destination`). Returns the
+    archive to `dest` (a path, `-`, a device or a stream; see `destination`), with one
+    index.json entry per name (`layout_index.layout_name` reads them). Returns the first
     entry as recorded in index.json."""
-    name = layout_name(ref_name) if ref_name is not None else None
-    entry = named_descriptor(descriptor, name)
+    entries = named_entries(descriptor, names)
     parts = walk(store, descriptor, strict=True, what="the exported image")
     with open_destination(dest, what="OCI archive") as out:
         archive = ArchiveWriter(out)
         archive.add_blobs(store, parts.in_order)
-        archive.add_bytes(INDEX_FILE, index_bytes([entry]))
+        archive.add_bytes(INDEX_FILE, index_bytes(entries))
         archive.add_bytes(OCI_LAYOUT_FILE, layout_file_bytes(), mode=MODE_BLOB)
         archive.close()
-    return entry
+    return entries[0]

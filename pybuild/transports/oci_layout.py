@@ -10,13 +10,14 @@ Reading checks every blob against its descriptor before it is published in the s
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pybuild.content.store import ContentStore
 from pybuild.content.verify import VerifyingReader
 from pybuild.content.walk import walk
 from pybuild.digest import Digest
-from pybuild.errors import IntegrityError, UserError
+from pybuild.errors import IntegrityError, NotFoundError, UserError
 from pybuild.oci.descriptor import Descriptor, Index
 from pybuild.transports.archive import blob_path, copy_blob_verified
 from pybuild.transports.destination import replace_file
@@ -26,9 +27,8 @@ from pybuild.transports.layout_index import (
     image_names,
     index_bytes,
     layout_file_bytes,
-    layout_name,
     merge_entry,
-    named_descriptor,
+    named_entries,
     select_entry,
     unnamed,
 )
@@ -67,6 +67,30 @@ def read_from(source: Source, store: ContentStore, *, name: str | None = None,
     return ImportedImage(descriptor=unnamed(chosen), names=image_names(entries, chosen.digest))
 
 
+def read_all(path: str | os.PathLike[str], store: ContentStore) -> list[ImportedImage]:
+    """Import every image a layout directory or archive lists (each digest once, in the
+    order of index.json), with the names it records for each."""
+    source = open_source(Path(path))
+    try:
+        return read_all_from(source, store)
+    finally:
+        source.close()
+
+
+def read_all_from(source: Source, store: ContentStore) -> list[ImportedImage]:
+    entries = read_index(source).manifests
+    if not entries:
+        raise NotFoundError(f"{source.where}: index.json lists no images")
+    first: dict[Digest, Descriptor] = {}
+    for entry in entries:
+        first.setdefault(entry.digest, entry)
+    out = []
+    for digest, entry in first.items():
+        import_image(source, store, entry)
+        out.append(ImportedImage(descriptor=unnamed(entry), names=image_names(entries, digest)))
+    return out
+
+
 def read_oci_layout(path_or_tar: str | os.PathLike[str], store: ContentStore,
                     ref: str | None) -> Descriptor:
     """`read_layout` by one selector string: a digest (`sha256:...`) or a name."""
@@ -103,14 +127,13 @@ class LayoutDir:
 
 
 def write_layout(store: ContentStore, descriptor: Descriptor, root: str | os.PathLike[str],
-                 *, ref_name: str | None) -> Descriptor:
+                 *, names: Sequence[str] = ()) -> Descriptor:
     """Write the image `descriptor` (a manifest or an index, with all children) into the
     layout directory `root`: an existing layout there is added to (an entry with the same
     ref name is replaced), anything else non-empty is refused; a missing `root` is made.
-    Returns the entry as recorded in index.json. See `layout_name`
-    for how `ref_name` is read."""
-    name = layout_name(ref_name) if ref_name is not None else None
-    entry = named_descriptor(descriptor, name)
+    One index.json entry per name (see `layout_name` for how a name is read). Returns the
+    first entry as recorded in index.json."""
+    entries = named_entries(descriptor, names)
     parts = walk(store, descriptor, strict=True, what="the exported image")
     path = Path(root)
     existing = _existing_index(path)
@@ -121,11 +144,13 @@ def write_layout(store: ContentStore, descriptor: Descriptor, root: str | os.Pat
     if not layout_file.exists():
         with replace_file(layout_file) as f:
             f.write(layout_file_bytes())
-    manifests = merge_entry(existing or [], entry)
+    manifests = existing or []
+    for entry in entries:
+        manifests = merge_entry(manifests, entry)
     # index.json last: a reader never sees it point at a blob not yet written.
     with replace_file(path / INDEX_FILE) as f:
         f.write(index_bytes(manifests))
-    return entry
+    return entries[0]
 
 
 def _write_blob(store: ContentStore, desc: Descriptor, root: Path) -> None:

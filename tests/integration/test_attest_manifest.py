@@ -21,9 +21,10 @@ from pybuild.attest.sbom.scan import scan
 from pybuild.attest.sbom.spdx import Subject
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import read_index, read_manifest
-from pybuild.exporters.oci_layout import OCILayoutExporter, read_oci_layout
+from pybuild.exporters.oci_layout import OCILayoutExporter
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.platform import Platform
+from pybuild.transports.oci_layout import read_oci_layout
 from tests.tooling import require_tool
 
 NAME = "localhost:5000/attested:1"
@@ -55,7 +56,7 @@ def attested(base_layout: Path, tmp_path_factory: pytest.TempPathFactory
         ]
     index = attach(store, images, statements)
     layout = root / "layout"
-    OCILayoutExporter(layout, tar=False, ref_name=NAME).export(store, index)
+    OCILayoutExporter(layout, tar=False, names=(NAME,)).export(store, index)
     return store, index, images, layout
 
 
@@ -138,3 +139,27 @@ def test_attestations_read_back_from_the_exported_layout(
             if a.statement.predicate_type == "https://spdx.dev/Document"]
     assert all(doc["spdxVersion"] == "SPDX-2.3" for doc in sbom)
     assert index.digest == read_oci_layout(layout, fresh, "1").digest
+
+
+def test_converted_images_keep_their_attestations(
+        attested: tuple[ContentStore, Descriptor, tuple[Descriptor, ...], Path]) -> None:
+    """An output that rewrites the image manifests (here: every layer recompressed)
+    points the attestation manifests at the new digests; Docker media types refuse
+    them, as BuildKit does."""
+    from pybuild.errors import UserError
+    from pybuild.exporters.convert import Conversion, convert_image
+    from pybuild.layers.recompress import LayerCompression
+    from pybuild.oci.validate import validate_image
+
+    store, index, images, _ = attested
+    zstd = convert_image(store, index, Conversion(compression=LayerCompression(
+        kind="zstd", force=True)))
+    new_images = image_manifests(read_index(store, zstd))
+    assert {d.digest for d in new_images}.isdisjoint(d.digest for d in images)
+    found = read_attestations(store, zstd)
+    assert {a.image for a in found} == {d.digest for d in new_images}
+    assert len(found) == len(read_attestations(store, index))
+    for image in new_images:  # (the validator reads image manifests, not attestations)
+        validate_image(store, image)
+    with pytest.raises(UserError, match="cannot export attestations with oci-mediatypes"):
+        convert_image(store, index, Conversion(oci=False))

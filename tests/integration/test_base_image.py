@@ -19,7 +19,6 @@ import pytest
 from pybuild.content.images import ImageStore
 from pybuild.content.store import ContentStore
 from pybuild.content.walk import platforms_of, read_config, read_manifest
-from pybuild.exporters.oci_layout import write_oci_layout
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Index
 from pybuild.testimages.busybox import (
@@ -32,6 +31,7 @@ from pybuild.testimages.busybox import (
     import_into_store,
     read_deb,
 )
+from pybuild.transports.oci_layout import write_layout
 from tests.tooling import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ def test_umoci_unpacks_each_platform(store: ContentStore, layout: Path, tmp_path
     # umoci cannot pick a platform from an index: give each manifest its own ref.
     for child in index.manifests:
         assert child.platform is not None
-        write_oci_layout(store, child, flat, tar=False, ref_name=child.platform.architecture)
+        write_layout(store, child, flat, names=(child.platform.architecture,))
     refs = [m.annotation("org.opencontainers.image.ref.name")
             for m in Index.parse((flat / "index.json").read_bytes()).manifests]
     assert refs == ["amd64", "arm64"]

@@ -23,18 +23,13 @@ import pytest
 
 from pybuild.content.images import ImageStore
 from pybuild.content.store import ContentStore
-from pybuild.content.walk import platforms_of, read_manifest
+from pybuild.content.walk import platforms_of, read_manifest, walk
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, NotFoundError, UserError
 from pybuild.exporters.base import Exporter
-from pybuild.exporters.docker_archive import DockerArchiveExporter, write_docker_archive
+from pybuild.exporters.docker_archive import DockerArchiveExporter
 from pybuild.exporters.local import LocalExporter, TarExporter, write_local, write_rootfs_tar
-from pybuild.exporters.oci_layout import (
-    OCILayoutExporter,
-    image_blobs,
-    read_oci_layout,
-    write_oci_layout,
-)
+from pybuild.exporters.oci_layout import OCILayoutExporter
 from pybuild.layers.compress import CompressingWriter
 from pybuild.layers.tarwriter import LayerWriter
 from pybuild.oci import mediatypes as mt
@@ -42,6 +37,10 @@ from pybuild.oci.config import ContainerConfig, ImageConfig
 from pybuild.oci.descriptor import Descriptor, Index, Manifest
 from pybuild.oci.platform import Platform
 from pybuild.testimages.busybox import PASSWD, build_busybox_layout, import_into_store
+from pybuild.transports.destination import Dest
+from pybuild.transports.docker_archive import write_docker_archive
+from pybuild.transports.oci_archive import write_oci_archive
+from pybuild.transports.oci_layout import read_oci_layout, write_layout
 from tests.tooling import require, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +80,19 @@ def _fresh(tmp_path: Path, name: str = "fresh") -> ContentStore:
 def _skopeo(*args: str) -> bytes:
     return subprocess.run([require_tool("skopeo"), *args], capture_output=True,
                           check=True).stdout
+
+
+def image_blobs(store: ContentStore, image: Descriptor) -> list[Descriptor]:
+    return list(walk(store, image, strict=True).in_order)
+
+
+def write_oci_layout(store: ContentStore, image: Descriptor, dest: Dest, *, tar: bool,
+                     ref_name: str | None) -> Descriptor:
+    names = (ref_name,) if ref_name else ()
+    if tar:
+        return write_oci_archive(store, image, dest, names=names)
+    assert isinstance(dest, Path)
+    return write_layout(store, image, dest, names=names)
 
 
 def _sha(data: bytes) -> str:
@@ -460,7 +472,7 @@ def test_exporters_fill_the_protocol(
     store: ContentStore, image: Descriptor, tmp_path: Path
 ) -> None:
     exporters: list[tuple[Exporter, Path]] = [
-        (OCILayoutExporter(tmp_path / "o.tar", ref_name="app:1"), tmp_path / "o.tar"),
+        (OCILayoutExporter(tmp_path / "o.tar", names=("app:1",)), tmp_path / "o.tar"),
         (OCILayoutExporter(tmp_path / "o", tar=False), tmp_path / "o" / "index.json"),
         (DockerArchiveExporter(tmp_path / "d.tar", repo_tags=["app:1"], platform=AMD64),
          tmp_path / "d.tar"),

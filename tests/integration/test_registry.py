@@ -52,7 +52,7 @@ NO_AUTH_FILES = RegistryOptions(auth_files=())
 def source(base_layout: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> tuple[ContentStore, Descriptor]:
     """The multi-arch busybox image (OCI index, amd64 + arm64) in a content store."""
-    from pybuild.exporters.oci_layout import read_oci_layout
+    from pybuild.transports.oci_layout import read_oci_layout
 
     store = ContentStore(tmp_path_factory.mktemp("src") / "content")
     return store, read_oci_layout(base_layout, store, None)

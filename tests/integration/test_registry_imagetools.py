@@ -36,7 +36,7 @@ def by_digest(base_layout: Path, registry: RunningRegistry,  # noqa: F811
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Descriptor]:
     """busybox's amd64 and arm64 images pushed by digest only (no tag), one repository for
     both (it/app) and one each (it/amd64, it/arm64)."""
-    from pybuild.exporters.oci_layout import read_oci_layout
+    from pybuild.transports.oci_layout import read_oci_layout
 
     store = ContentStore(tmp_path_factory.mktemp("it") / "content")
     top = read_oci_layout(base_layout, store, None)

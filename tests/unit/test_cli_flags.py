@@ -174,8 +174,12 @@ def test_annotations_as_buildx() -> None:
                                                          ("manifest-descriptor", "k", "v=w")]
     with pytest.raises(UserError, match="did you mean 'manifest'"):
         flags.parse_annotation("manfest:k=v")
-    with pytest.raises(UserError, match="platform-specific"):
-        flags.parse_annotation("manifest[linux/amd64]:k=v")
+    [p] = flags.parse_annotation("manifest[linux/arm64/v8]:k=v")
+    assert (p.level, str(p.platform), p.key) == ("manifest", "linux/arm64", "k")
+    with pytest.raises(UserError, match="belong to the whole index"):
+        flags.parse_annotation("index[linux/amd64]:k=v")
+    with pytest.raises(UserError, match="invalid platform"):
+        flags.parse_annotation("manifest[linux/a/b/c]:k=v")
 
 
 def test_labels_and_build_args(monkeypatch: pytest.MonkeyPatch) -> None:

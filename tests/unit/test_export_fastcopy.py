@@ -17,11 +17,11 @@ import pytest
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, UserError
-from pybuild.exporters.oci_layout import copy_blob_verified
 from pybuild.layers import hashsink, recompress
 from pybuild.layers.compress import compress_stream
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.descriptor import Descriptor
+from pybuild.transports.archive import copy_blob_verified
 
 MIB = 1 << 20
 

@@ -128,7 +128,10 @@ def test_parse(spec: str, expected: OutputSpec) -> None:
         ("type=oci,dest=a,dest=b", "given twice"),
         ("type=oci,dest=x,compression=lz4", "unknown compression"),
         ("type=oci,dest=x,compression-level=high", "not an integer"),
-        ("type=oci,dest=x,annotation.=v", "names no annotation key"),
+        ("type=oci,dest=x,annotation.=v", "is not an annotation key"),
+        ("type=oci,dest=x,annotation-manfest.k=v", "did you mean 'manifest'"),
+        ("type=oci,dest=x,annotation-index[linux/amd64].k=v", "belong to the whole index"),
+        ("type=oci,dest=x,annotation-manifest[linux/a/b/c].k=v", "invalid platform"),
         ("", "empty value"),
         ('type=oci,"dest=x', "not a valid CSV record"),
     ],
@@ -138,6 +141,36 @@ def test_errors(spec: str, needle: str) -> None:
         parse_output(spec)
     assert needle in str(info.value)
     assert info.value.code == "bad-output"
+
+
+def test_platform_annotations_and_bare_force_compression() -> None:
+    spec = parse_output("type=oci,dest=o.tar,annotation-manifest[linux/arm64].a=1,"
+                        "annotation[linux/amd64].b=2,annotation-manifest-descriptor[linux/arm64"
+                        "/v8].c=3,force-compression=")
+    assert isinstance(spec, OCIOutput)
+    assert [(a.level, str(a.platform), a.key, a.value) for a in spec.image.annotations] == [
+        ("manifest", "linux/arm64", "a", "1"), ("manifest", "linux/amd64", "b", "2"),
+        ("manifest-descriptor", "linux/arm64", "c", "3")]
+    assert spec.image.force_compression  # BuildKit: a bare force-compression= is true
+
+
+def test_estargz_is_refused_by_name() -> None:
+    with pytest.raises(UserError) as info:
+        parse_output("type=image,name=a,compression=estargz")
+    assert "compression=estargz is not supported" in str(info.value)
+    assert info.value.code == "unsupported-option" and "zstd" in (info.value.hint or "")
+
+
+def test_build_annotations_go_first_into_image_outputs() -> None:
+    from pybuild.exporters.base import with_annotations
+
+    build = (Annotation(level="manifest", key="k", value="build"),)
+    own = parse_output("type=oci,dest=o.tar,annotation.k=own")
+    merged = with_annotations(own, build)
+    assert isinstance(merged, OCIOutput)
+    assert [a.value for a in merged.image.annotations] == ["build", "own"]
+    local = parse_output("type=local,dest=d")
+    assert with_annotations(local, build) is local
 
 
 def test_key_of_another_type_says_which_types_take_it() -> None:
