@@ -7,10 +7,10 @@ import json
 import random
 from collections.abc import Sequence
 
+from pybuild.canonical import canonical_json
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.oci import mediatypes as mt
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.descriptor import Descriptor, Manifest
 from pybuild.oci.platform import Platform
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybuild.canonical import canonical_json
 from pybuild.errors import NotFoundError, UserError
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.descriptor import Descriptor
 from pybuild.oci.reference import Reference
 

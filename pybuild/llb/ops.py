@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pybuild.canonical import canonical_json
 from pybuild.digest import Digest
-from pybuild.oci.canonical import canonical_json
 
 ENCODING_VERSION = 1
 

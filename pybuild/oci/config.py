@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pybuild.canonical import canonical_json
 from pybuild.digest import Digest
 from pybuild.errors import UserError
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.platform import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

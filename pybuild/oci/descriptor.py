@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pybuild.canonical import canonical_json
 from pybuild.digest import Digest
 from pybuild.errors import IntegrityError, UserError
 from pybuild.oci import mediatypes as mt
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.platform import Platform
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"

@@ -12,10 +12,10 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pybuild.canonical import canonical_json
 from pybuild.digest import Digest
 from pybuild.errors import NotFoundError, UserError
 from pybuild.oci import mediatypes as mt
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.descriptor import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index
 from pybuild.oci.reference import Reference
 

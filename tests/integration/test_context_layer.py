@@ -1,4 +1,4 @@
-"""`COPY dir/ /new/` writes its layer straight from the context (builder/context_layer.py).
+"""`COPY dir/ /new/` writes its layer straight from the context (context/layer.py).
 
 A cold COPY of many files writes that layer before its cache key, recording the files'
 digests in the stat cache as it reads them (ops.file.FileHandler._prewrite). The shortcut

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.canonical import canonical_json
 from pybuild.content.store import ContentStore
 from pybuild.digest import Digest
 from pybuild.oci import mediatypes as mt
-from pybuild.oci.canonical import canonical_json
 from pybuild.oci.descriptor import Descriptor, Index, Manifest
 from pybuild.oci.platform import Platform
 from pybuild.registry import (

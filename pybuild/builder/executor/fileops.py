@@ -43,8 +43,8 @@ from typing import Any, BinaryIO
 
 from pybuild.builder.executor.protocol import CopyFiles, FileAction, MakeDir, MakeFile, Owner
 from pybuild.builder.executor.users import resolve_chown, resolve_in_root
+from pybuild.context.patterns import PatternMatcher
 from pybuild.errors import UserError
-from pybuild.frontend.dockerignore import PatternMatcher
 
 _WILDCARD = re.compile(r"[*?\[]")
 

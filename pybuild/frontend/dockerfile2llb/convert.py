@@ -140,7 +140,7 @@ def _dispatch_all(opts: FrontendOptions, resolver: ImageMetaResolver, *,
         if "continuation" in w.message.lower():
             ctx.lint.run(rules.NO_EMPTY_CONTINUATION, w.line)
     if opts.dockerignore:
-        from pybuild.frontend.dockerignore import PatternMatcher
+        from pybuild.context.patterns import PatternMatcher
 
         ctx.ignore = PatternMatcher(opts.dockerignore)
 

@@ -27,7 +27,7 @@ from pybuild.oci.config import DEFAULT_PATH, ContainerConfig, History
 from pybuild.oci.platform import Platform
 
 if TYPE_CHECKING:
-    from pybuild.frontend.dockerignore import PatternMatcher
+    from pybuild.context.patterns import PatternMatcher
 
 EMPTY_IMAGE = "scratch"
 CONTEXT_SOURCE = "local://context"
