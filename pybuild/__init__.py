@@ -14,8 +14,8 @@ TYPE_CHECKING = False  # (not typing's: the CLI imports this package first thing
 
 # name -> the module that defines it
 _PUBLIC = {
-    **dict.fromkeys(("Builder", "parse_output", "parse_cache_option", "parse_named_context",
-                     "registry_options"), "pybuild.api"),
+    **dict.fromkeys(("Builder", "BuildHistory", "parse_output", "parse_cache_option",
+                     "parse_named_context", "registry_options"), "pybuild.api"),
     **dict.fromkeys(("BuildRequest", "BuildResult", "StepReport", "PushReport", "Secret",
                      "SSHAgent", "TarContext", "Ulimit"), "pybuild.request"),
     "Root": "pybuild.root",
@@ -37,6 +37,7 @@ _PUBLIC = {
 
 __all__ = [
     "Annotation",
+    "BuildHistory",
     "BuildRequest",
     "BuildResult",
     "Builder",
@@ -100,6 +101,7 @@ def __getattr__(name: str) -> object:
 if TYPE_CHECKING:
     from pybuild.api import (
         Builder,
+        BuildHistory,
         parse_cache_option,
         parse_named_context,
         parse_output,

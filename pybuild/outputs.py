@@ -17,7 +17,7 @@ from pybuild.request import BuildRequest, BuildResult, PushReport
 if TYPE_CHECKING:
     from pybuild.digest import Digest
     from pybuild.exporters.base import ImageOutput
-    from pybuild.exporters.convert import BuildFacts
+    from pybuild.exporters.facts import BuildFacts
     from pybuild.exporters.run import ExportReport
     from pybuild.frontend import memo
     from pybuild.llb.definition import Definition
@@ -45,6 +45,8 @@ def check_outputs(req: BuildRequest) -> None:
     """What the outputs ask that cannot work, refused before anything is built: their
     conversions (`compression-level` out of range, ...) and `rewrite-timestamp` without
     SOURCE_DATE_EPOCH."""
+    if not (req.annotations or req.outputs):
+        return  # nothing to check (and a no-op rebuild imports no exporter)
     from pybuild.exporters.base import DockerOutput, ImageOutput, OCIOutput
     from pybuild.exporters.convert import check_annotations, conversion, rewrite_needs_epoch
     from pybuild.oci.platform import host
@@ -110,8 +112,11 @@ def facts_of(req: BuildRequest, root: Root, fes: list[memo.Compiled],
              configs: list[ImageConfig]) -> BuildFacts:
     """What `rewrite-timestamp` needs of this build: the epoch, and per platform the
     diff_ids of the base image its layers stand on."""
+    from pybuild.exporters.facts import BuildFacts as Facts
+
+    if not req.outputs:
+        return Facts(epoch=req.source_date_epoch)
     from pybuild.exporters.base import DockerOutput, ImageOutput, OCIOutput
-    from pybuild.exporters.convert import BuildFacts as Facts
 
     if not any(isinstance(o, OCIOutput | DockerOutput | ImageOutput)
                and o.image.rewrite_timestamp for o in req.outputs):
@@ -155,6 +160,8 @@ def _base_diff_ids(root: Root, definition: Definition) -> tuple[Digest, ...]:
 
 def named_by_outputs(req: BuildRequest) -> set[str]:
     """The -t names an image output names itself (it has no name= of its own)."""
+    if not req.outputs:
+        return set()
     from pybuild.exporters.base import ImageOutput
 
     if any(isinstance(o, ImageOutput) and not o.image.names for o in req.outputs):

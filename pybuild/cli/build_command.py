@@ -15,8 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
-    from pybuild.api import Builder, EventSink
-    from pybuild.registry import RegistryOptions
+    from pybuild.api import Builder, EventSink, RegistryOptions
     from pybuild.request import BuildRequest
 
 class Progress:
@@ -211,7 +210,7 @@ def _stdin() -> IO[bytes]:
 def _stdin_inputs(args: argparse.Namespace) -> tuple[Any, str, bytes | None]:
     """`-f -` and context `-` as buildx reads them: a context `-` is a tar archive (plain
     or compressed) or else a Dockerfile, told apart by its first bytes."""
-    from pybuild.contexts import Prefixed, is_archive, read_head
+    from pybuild.api import Prefixed, is_archive, read_head
     from pybuild.request import TarContext
 
     context: Any = args.context

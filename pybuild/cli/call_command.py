@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 from typing import IO, TYPE_CHECKING
 
-from pybuild.calls import CALLS, CallFunc
+from pybuild.api import CALLS, CallFunc
 from pybuild.cli.flags import csv_fields, go_bool, suggest
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
-    from pybuild.api import Builder
-    from pybuild.frontend.subrequests import LintReport, Outline, TargetList
+    from pybuild.api import Builder, LintReport, Outline, TargetList
 
 
 def parse_call(text: str) -> CallFunc | None:
@@ -66,7 +65,8 @@ def print_result(answer: Outline | TargetList | LintReport, call: CallFunc, out:
                  err: IO[str]) -> int:
     """buildx's `printResult`: the answer on `out`, as text or JSON; the exit status it
     gives (a check that found warnings or an error exits 1, unless `ignore_status`)."""
-    from pybuild.frontend.subrequests import LintReport, dumps
+    from pybuild.api import LintReport
+    from pybuild.api import subrequest_json as dumps
 
     if not isinstance(answer, LintReport):
         out.write(dumps(answer) + "\n" if call.format == "json" else answer.to_text())

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def prune(builder: Builder, args: argparse.Namespace) -> int:
     """`prune`, with buildx's flags (-f is accepted: pybuild never asks)."""
-    from pybuild.gc import PrunePolicy
+    from pybuild.api import PrunePolicy
     from pybuild.units import human_size, parse_duration, parse_size
 
     until = None
@@ -62,8 +62,7 @@ def du(builder: Builder) -> int:
 
 
 def debug_ast(path: str) -> int:
-    from pybuild.api import dockerfile_ast
-    from pybuild.job import read_regular_file
+    from pybuild.api import dockerfile_ast, read_regular_file
 
     data = sys.stdin.buffer.read() if path == "-" else read_regular_file(path,
                                                                          what="Dockerfile")
@@ -93,7 +92,7 @@ def version(root: str | None = None) -> int:
     import shutil
 
     from pybuild import __version__
-    from pybuild.content.paths import default_root
+    from pybuild.api import default_root
     from pybuild.oci.platform import host
 
     def found(names: tuple[str, ...]) -> str:

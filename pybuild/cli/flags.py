@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 from pybuild.errors import UserError
 
 if TYPE_CHECKING:
-    from pybuild.exporters.base import Annotation
-    from pybuild.frontend.resolver import NamedContext
+    from pybuild.api import Annotation, NamedContext
     from pybuild.oci.platform import Platform
     from pybuild.request import Engine, PullPolicy, Secret, SSHAgent, Ulimit
 
@@ -158,7 +157,7 @@ def parse_build_context(text: str) -> tuple[str, NamedContext]:
     """`--build-context NAME=VALUE`: VALUE is a directory, `docker-image://REF`,
     `oci-layout://DIR[:TAG][@DIGEST]`, a git URL or an http(s) URL. The name is
     normalised as buildx does (`docker.io/library/alpine:latest` is `alpine`)."""
-    from pybuild.frontend.resolver import NamedContext
+    from pybuild.api import NamedContext
     from pybuild.gitref import is_http_url, parse_git_ref
     from pybuild.oci.reference import Reference
 
@@ -270,7 +269,7 @@ _ANNOTATION_TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$")
 def parse_annotation(text: str) -> list[Annotation]:
     """buildx's `--annotation [TYPE[[PLATFORM]][,TYPE...]:]KEY=VALUE` (`ParseAnnotations`);
     no type is the manifest's."""
-    from pybuild.exporters.base import Annotation, annotation_of
+    from pybuild.api import Annotation, annotation_of
 
     key, eq, value = text.partition("=")
     if not eq:

@@ -8,9 +8,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import UserError
+
+if TYPE_CHECKING:
+    from pybuild.api import BuildHistory
 
 DESCRIPTION = """\
 Every build leaves a record in the pybuild root: the request (without secret values),
@@ -87,39 +90,41 @@ def add_parser(sub: Any) -> None:
 def _root(args: argparse.Namespace) -> Path:
     if args.root:
         return Path(args.root).absolute()
-    from pybuild.content.paths import default_root
+    from pybuild.api import default_root
 
     return default_root()
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
-    root = _root(args)
+    from pybuild.api import BuildHistory
+
+    history = BuildHistory(_root(args))
     match args.history_command:
         case "ls":
-            return _ls(root, args.format, args.no_trunc)
+            return _ls(history, args.format, args.no_trunc)
         case "inspect":
-            return _inspect(root, args.ref, args.format)
+            return _inspect(history, args.ref, args.format)
         case "logs":
-            return _logs(root, args.ref, args.step)
+            return _logs(history, args.ref, args.step)
         case "export":
-            return _export(root, args.refs, args.all, args.output)
+            return _export(history, args.refs, args.all, args.output)
         case "import":
-            return _import(root, args.file)
+            return _import(history, args.file)
         case "rm":
-            return _rm(root, args.refs, args.all)
+            return _rm(history, args.refs, args.all)
         case "open":
-            return _open(root, args.ref)
+            return _open(history, args.ref)
         case "trace":
-            return _trace(root, args.ref, args.output, args.format)
+            return _trace(history, args.ref, args.output, args.format)
     if parser is not None:
         parser.parse_args(["history", "--help"])
     return 0
 
 
-def _ls(root: Path, fmt: str, no_trunc: bool) -> int:
-    from pybuild.history import store, text
+def _ls(history: BuildHistory, fmt: str, no_trunc: bool) -> int:
+    from pybuild.api import history_text as text
 
-    heads = store.heads(root)
+    heads = history.records()
     if fmt == "json":
         for h in heads:
             print(json.dumps(text.ls_json(h)))
@@ -128,10 +133,10 @@ def _ls(root: Path, fmt: str, no_trunc: bool) -> int:
     return 0
 
 
-def _inspect(root: Path, ref: str, fmt: str) -> int:
-    from pybuild.history import store, text
+def _inspect(history: BuildHistory, ref: str, fmt: str) -> int:
+    from pybuild.api import history_text as text
 
-    record = store.load(store.resolve(root, ref))
+    record = history.get(ref)
     if fmt == "json":
         print(json.dumps(text.inspect_json(record), indent=2))
     else:
@@ -139,10 +144,10 @@ def _inspect(root: Path, ref: str, fmt: str) -> int:
     return 0
 
 
-def _logs(root: Path, ref: str, step: int | None) -> int:
-    from pybuild.history import store, text
+def _logs(history: BuildHistory, ref: str, step: int | None) -> int:
+    from pybuild.api import history_text as text
 
-    sys.stdout.write(text.logs_text(store.load(store.resolve(root, ref)), step=step))
+    sys.stdout.write(text.logs_text(history.get(ref), step=step))
     return 0
 
 
@@ -154,53 +159,27 @@ def _writer(output: str, what: str) -> Any:
     return Path(output)
 
 
-def _export(root: Path, refs: list[str], everything: bool, output: str) -> int:
-    from pybuild.history import store
-    from pybuild.history.archive import export_records
-
-    if everything and refs:
-        raise UserError("history export: give REFs or --all, not both")
-    dirs = ([h.path for h in store.heads(root) if h.status != "running"] if everything
-            else [store.resolve(root, r) for r in refs or [""]])
-    if not dirs:
-        raise UserError("no build records to export")
+def _export(history: BuildHistory, refs: list[str], everything: bool, output: str) -> int:
     dest = _writer(output, "an archive")
     if dest is None:
-        export_records(dirs, sys.stdout.buffer)
+        history.export(refs, sys.stdout.buffer, everything=everything)
     else:
-        n = export_records(dirs, dest)
+        n = history.export(refs, dest, everything=everything)
         print(f"exported {n} build record{'s' if n != 1 else ''} to {dest}", file=sys.stderr)
     return 0
 
 
-def _import(root: Path, files: list[str]) -> int:
-    from pybuild.history.archive import import_records
-
+def _import(history: BuildHistory, files: list[str]) -> int:
     for name in files:
-        refs = (import_records(root, sys.stdin.buffer) if name == "-"
-                else import_records(root, Path(name)))
+        refs = history.import_archive(sys.stdin.buffer if name == "-" else Path(name))
         for ref in refs:
             print(ref)
     return 0
 
 
-def _rm(root: Path, refs: list[str], everything: bool) -> int:
-    from pybuild.history import store
-
-    if everything and refs:
-        raise UserError("history rm: give REFs or --all, not both")
-    if not everything and not refs:
-        raise UserError("history rm requires either --all or at least one REF")
-    if everything:
-        for h in store.heads(root):
-            if h.status != "running":
-                store.remove(h.path)
-                print(h.ref)
-        return 0
-    dirs = [store.resolve(root, r) for r in refs]  # every ref checked before any goes
-    for d in dirs:
-        store.remove(d)
-        print(d.name)
+def _rm(history: BuildHistory, refs: list[str], everything: bool) -> int:
+    for ref in history.remove(refs, everything=everything):
+        print(ref)
     return 0
 
 
@@ -212,15 +191,8 @@ def _has_browser() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _open(root: Path, ref: str) -> int:
-    from pybuild.history import store
-    from pybuild.history.trace_html import write_timeline
-
-    try:
-        page = write_timeline(store.resolve(root, ref))
-    except OSError as exc:
-        raise UserError(f"cannot write the timeline next to the record: {exc.strerror}"
-                        ) from None
+def _open(history: BuildHistory, ref: str) -> int:
+    page = history.timeline_page(ref)
     if _has_browser():
         import webbrowser
 
@@ -233,20 +205,11 @@ def _open(root: Path, ref: str) -> int:
     return 0
 
 
-def _trace(root: Path, ref: str, output: str, fmt: str) -> int:
-    from pybuild.history import store
-
+def _trace(history: BuildHistory, ref: str, output: str, fmt: str) -> int:
     if not fmt:
         fmt = "svg" if output.lower().endswith(".svg") else "html"
-    record = store.load(store.resolve(root, ref))
-    if fmt == "svg":
-        from pybuild.history.trace_svg import render_svg
-
-        picture = render_svg(record)
-    else:
-        from pybuild.history.trace_html import render_html
-
-        picture = render_html(record)
+    record = history.get(ref)
+    picture = history.picture(record, "svg" if fmt == "svg" else "html")
     dest = _writer(output, "the timeline")
     if dest is None:
         sys.stdout.write(picture)

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pybuild.errors import NotFoundError, PybuildError, UserError
 
 if TYPE_CHECKING:
-    from pybuild.api import Builder
-    from pybuild.local_images import ImageSummary
+    from pybuild.api import Builder, ImageSummary
 
 IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG",
                  "Digest": "DIGEST", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
@@ -68,7 +67,7 @@ def _emit(fmt: str, headers: dict[str, str], rows: list[dict[str, Any]]) -> None
 
 
 def _image_row(img: ImageSummary, no_trunc: bool, digests: bool) -> dict[str, Any]:
-    from pybuild.local_images import parse_created
+    from pybuild.api import parse_created
     from pybuild.units import docker_size
 
     created = parse_created(img.created)
@@ -103,7 +102,7 @@ def _matches(img: ImageSummary, pattern: str) -> bool:
 
 
 def images(builder: Builder, args: argparse.Namespace) -> int:
-    from pybuild.local_images import parse_created
+    from pybuild.api import parse_created
 
     listed = builder.images()
     filters = list(args.filter)
@@ -184,7 +183,7 @@ def inspect(builder: Builder, args: argparse.Namespace) -> int:
 
 
 def history(builder: Builder, args: argparse.Namespace) -> int:
-    from pybuild.local_images import parse_created
+    from pybuild.api import parse_created
     from pybuild.units import docker_size
 
     rows = builder.history(args.image, _platform(args.platform))
@@ -305,7 +304,7 @@ def import_(builder: Builder, args: argparse.Namespace) -> int:
         stream = sys.stdin.buffer
     desc = builder.import_rootfs(stream, tuple(names), changes=tuple(args.change),
                                  message=args.message, platform=_platform(args.platform))
-    from pybuild.local_images import image_id
+    from pybuild.api import image_id
 
     print(image_id(builder.root, desc))
     return 0

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-    from pybuild.api import Builder
-    from pybuild.startup import Prestart
+    from pybuild.api import Builder, Prestart
 
 HELP = """pybuild: build OCI container images from Dockerfiles, without a daemon or root.
 
@@ -361,7 +360,7 @@ def _main_with_prestart(argv: list[str] | None) -> int:
     argv = _rewrite(sys.argv[1:])
     prestart = None
     if _wanted(argv) == "build" and not _is_call(argv):
-        from pybuild.startup import Prestart
+        from pybuild.api import Prestart
 
         prestart = Prestart(argv)
     try:

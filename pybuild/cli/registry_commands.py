@@ -1,20 +1,13 @@
 """The registry commands (`pull`, `push`, `login`, `logout`, `imagetools`), and the registry
-flags and options every command that meets a registry shares.
+flags every command that meets a registry shares.
 
-This is the edge: the environment is read here (auth files, certs.d bases, registries.conf,
-the credential helpers' PATH, the retry budget) and handed down as a `RegistryOptions` value.
-Building that value imports nothing heavy, since every build makes one.
-
-Environment: `PYBUILD_REGISTRY_RETRIES` (retries after the first try, default 4),
-`PYBUILD_REGISTRY_TIMEOUT` (seconds without progress, default 120), `PYBUILD_CERTS_DIRS`
-(colon-separated certs.d bases instead of ~/.config/containers/certs.d,
-/etc/containers/certs.d and /etc/docker/certs.d), `CONTAINERS_REGISTRIES_CONF`,
-`REGISTRY_AUTH_FILE`, `DOCKER_CONFIG`.
+The flags and the environment (auth files, certs.d bases, registries.conf, the credential
+helpers' PATH, the retry budget: see `pybuild.api.edge`) become one `RegistryOptions` value
+handed down. Building it imports nothing heavy, since every build makes one.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -25,8 +18,7 @@ from pybuild.errors import UserError
 if TYPE_CHECKING:
     import argparse
 
-    from pybuild.api import Builder
-    from pybuild.registry.options import RegistryOptions
+    from pybuild.api import Builder, RegistryOptions
 
 COMMANDS = ("pull", "push", "login", "logout", "imagetools")
 
@@ -52,68 +44,16 @@ def registry_flags(p: argparse.ArgumentParser, *, mirrors: bool = False) -> None
                             "mirrors, then the registry itself; http:// for plain HTTP)")
 
 
-def _env_number(name: str, default: float, *, minimum: float, integer: bool) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"${name}={text!r}: expected {kind} >= {minimum:g}",
-                        code="bad-environment")
-    return value
-
-
-def _root(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-
-    if getattr(args, "root", None):
-        return Path(args.root).absolute()
-    from pybuild.content.paths import default_root
-
-    return default_root()
-
-
 def registry_options(args: argparse.Namespace) -> RegistryOptions:
     """The flags, the environment and the standard locations as one RegistryOptions."""
-    from pathlib import Path
+    from pybuild.api import registry_options as options
 
-    from pybuild.registry.locations import (
-        auth_file_candidates,
-        default_certs_dirs,
-        registries_conf_locations,
-    )
-    from pybuild.registry.options import RegistriesConfFiles, RegistryOptions, RetryPolicy
-
-    creds = getattr(args, "creds", "") or None
-    if creds is not None and ":" not in creds:
-        raise UserError("--creds must be USER:PASSWORD")
-    authfile = getattr(args, "authfile", "")
-    ca_cert = getattr(args, "ca_cert", "")
-    env = os.environ
-    mirrors: tuple[Any, ...] = ()
-    if getattr(args, "registry_mirror", None):
-        from pybuild.registry.endpoints import RegistryMirror
-
-        mirrors = tuple(RegistryMirror.parse(m) for m in args.registry_mirror)
-    main, dropins = registries_conf_locations(env)
-    retries = int(_env_number("PYBUILD_REGISTRY_RETRIES", 4, minimum=0, integer=True))
-    return RegistryOptions(
-        creds=creds,
-        auth_files=(Path(authfile),) if authfile else tuple(auth_file_candidates(env)),
-        insecure=bool(getattr(args, "insecure", False)),
-        ca_cert=Path(ca_cert) if ca_cert else None,
-        timeout=_env_number("PYBUILD_REGISTRY_TIMEOUT", 120.0, minimum=0.1, integer=False),
-        retry=RetryPolicy(attempts=retries + 1),
-        certs_dirs=default_certs_dirs(env),
-        helper_path=env.get("PATH"),
-        registries=RegistriesConfFiles(main=main, dropin_dirs=dropins),
-        mirrors=mirrors,
-        blob_index=_root(args) / "cache" / "blob-sources.db",
-    )
+    return options(creds=getattr(args, "creds", "") or None,
+                   auth_file=getattr(args, "authfile", ""),
+                   insecure=bool(getattr(args, "insecure", False)),
+                   ca_cert=getattr(args, "ca_cert", ""),
+                   mirrors=getattr(args, "registry_mirror", None) or (),
+                   root=getattr(args, "root", None) or None)
 
 
 # --- parsers ---------------------------------------------------------------------------------
@@ -313,34 +253,26 @@ def _login_credentials(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def login(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pybuild import api
 
-    from pybuild.registry.auth import Credentials
-    from pybuild.registry.authfiles import stored_credentials
-    from pybuild.registry.errors import RegistryAuthError
-    from pybuild.registry.locations import auth_locations
-    from pybuild.registry.login import LoginTarget
-    from pybuild.registry.login import login as do_login
-    from pybuild.registry.sync import run_sync
-
-    target = LoginTarget.parse(args.server)
-    locations = auth_locations(os.environ, Path(args.authfile) if args.authfile else None)
+    target = api.login_target(args.server)
+    locations = api.auth_locations(args.authfile)
     options = registry_options(args)
     if args.username is None and args.password is None and not args.password_stdin:
-        stored = stored_credentials(target.domain, locations, repository=target.repository)
+        stored = api.stored_credentials(target, locations)
         if stored is not None:  # docker first tries what it has
             print("Authenticating with existing credentials..."
                   + (f" [Username: {stored.username}]" if stored.username else ""),
                   file=sys.stderr)
             try:
-                result = run_sync(do_login(target, stored, locations, options))
-            except RegistryAuthError:
+                result = api.login(target, stored, locations, options)
+            except api.RegistryAuthError:
                 print("Stored credentials invalid or expired", file=sys.stderr)
             else:
                 _report_login(result)
                 return 0
     user, password = _login_credentials(args)
-    result = run_sync(do_login(target, Credentials(user, password), locations, options))
+    result = api.login(target, api.credentials(user, password), locations, options)
     _report_login(result)
     return 0
 
@@ -361,15 +293,10 @@ def _report_login(result: Any) -> None:
 
 
 def logout(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pybuild import api
 
-    from pybuild.registry.locations import auth_locations
-    from pybuild.registry.login import LoginTarget
-    from pybuild.registry.login import logout as do_logout
-
-    target = LoginTarget.parse(args.server)
-    locations = auth_locations(os.environ, Path(args.authfile) if args.authfile else None)
-    removed = do_logout(target, locations)
+    target = api.login_target(args.server)
+    removed = api.logout(target, api.auth_locations(args.authfile))
     if not removed:
         print(f"Not logged in to {target}")
         return 0
@@ -426,9 +353,7 @@ _FORMATS = {"json": "all", "{{json.}}": "all", "{{json.Manifest}}": "manifest",
 def imagetools_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from pybuild.oci.reference import Reference
-    from pybuild.registry.imagetools import descriptor_json, inspect
-    from pybuild.registry.sync import run_sync
+    from pybuild.api import descriptor_json, imagetools_inspect
 
     if args.format and args.raw:
         raise UserError("format and raw cannot be used together")
@@ -437,9 +362,8 @@ def imagetools_inspect(args: argparse.Namespace) -> int:
         raise UserError(f"--format {args.format!r} is not supported: pybuild does not evaluate "
                         "Go templates; use json, {{json .}}, {{json .Manifest}}, "
                         "{{json .Image}} or {{.Manifest}}", code="bad-format")
-    ref = Reference.parse(args.name)
-    found = run_sync(inspect(ref, options=registry_options(args),
-                             with_configs=fmt in ("all", "image")))
+    found = imagetools_inspect(args.name, registry_options(args),
+                               with_configs=fmt in ("all", "image"))
     if args.raw:
         sys.stdout.buffer.write(found.raw)  # no newline: the bytes keep their digest
         return 0
@@ -464,10 +388,8 @@ def imagetools_inspect(args: argparse.Namespace) -> int:
 def imagetools_create(builder: Builder, args: argparse.Namespace) -> int:
     import json
 
-    from pybuild.oci.platform import Platform
+    from pybuild.api import descriptor_json, imagetools_create
     from pybuild.oci.reference import Reference
-    from pybuild.registry.imagetools import Annotation, Source, create, descriptor_json
-    from pybuild.registry.sync import run_sync
 
     texts = []
     for path in args.file:
@@ -479,12 +401,11 @@ def imagetools_create(builder: Builder, args: argparse.Namespace) -> int:
     texts += args.sources
     if not texts:
         raise UserError("no sources specified")
-    result = run_sync(create(
-        [Source.parse(t) for t in texts], [Reference.parse(t) for t in args.tag],
-        builder.root.content, annotations=[Annotation.parse(a) for a in args.annotation],
-        platforms=[Platform.parse(p) for part in args.platform for p in part.split(",")],
-        append=args.append, prefer_index=args.prefer_index == "true", dry_run=args.dry_run,
-        options=registry_options(args)))
+    result = imagetools_create(
+        texts, args.tag, builder.root.content, annotations=args.annotation,
+        platforms=args.platform, append=args.append,
+        prefer_index=args.prefer_index == "true", dry_run=args.dry_run,
+        options=registry_options(args))
     if args.dry_run:
         sys.stdout.write(result.data.decode() + "\n")
         return 0

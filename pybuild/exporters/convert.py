@@ -35,6 +35,7 @@ from pybuild.content.walk import read_index, read_manifest
 from pybuild.digest import Digest
 from pybuild.errors import UserError
 from pybuild.exporters.base import Annotation, ImageOptions
+from pybuild.exporters.facts import NO_FACTS, BuildFacts
 from pybuild.layers.recompress import LayerCompression, Memo, compress_layer, retime_layer, retype
 from pybuild.oci import mediatypes as mt
 from pybuild.oci.config import ImageConfig
@@ -58,17 +59,6 @@ class Conversion:
     annotations: tuple[Annotation, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BuildFacts:
-    """What a conversion needs to know about the build that made the image: its
-    SOURCE_DATE_EPOCH, and per platform (`str(Platform)`) the diff_ids of its base image,
-    whose layers `rewrite-timestamp` keeps (BuildKit's immutable base layers)."""
-
-    epoch: int | None = None
-    base_diff_ids: Mapping[str, tuple[Digest, ...]] = field(default_factory=dict)
-
-
-NO_FACTS = BuildFacts()  # an image that was not just built (`export`, `--load`)
 
 
 def conversion(options: ImageOptions, *, output: str, default_oci: bool,

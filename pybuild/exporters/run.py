@@ -23,8 +23,9 @@ from pybuild.exporters.base import (
     OutputSpec,
     TarOutput,
 )
-from pybuild.exporters.convert import NO_FACTS, BuildFacts, conversion, convert_image
+from pybuild.exporters.convert import conversion, convert_image
 from pybuild.exporters.docker_archive import DockerArchiveExporter
+from pybuild.exporters.facts import NO_FACTS, BuildFacts
 from pybuild.exporters.local import LocalExporter, TarExporter
 from pybuild.exporters.oci_layout import OCILayoutExporter
 from pybuild.oci import mediatypes as mt

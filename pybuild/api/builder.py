@@ -1,8 +1,4 @@
-"""The Python API: a `Builder` over one pybuild root.
-
-    builder = Builder()                           # the default root; opens nothing yet
-    result = builder.build(BuildRequest(context="app", tags=("app:1",)), on_event=print)
-    builder.export(result.image, OCIOutput(dest="app.tar"))
+"""`Builder`: builds and the store's images, over one pybuild root.
 
 Everything a build does (frontend, solve, image, names, outputs, pushes, cache export,
 garbage collection) happens inside `build`; see `job` for the steps and `docs/api.md`.
@@ -15,31 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pybuild.builder.events import (
-    CheckWarning,
-    Event,
-    EventSink,
-    Notice,
-    VertexCached,
-    VertexDone,
-    VertexFailed,
-    VertexLog,
-    VertexMiss,
-    VertexStarted,
-    discard,
-)
+from pybuild.api import inputs as prep
+from pybuild.builder.events import EventSink, Notice, discard
 from pybuild.errors import PybuildError, UserError
 from pybuild.request import BuildRequest, BuildResult, PushReport
 from pybuild.root import Root
 
 if TYPE_CHECKING:
-    import contextlib
 
-    from pybuild.builder.remote_cache import CacheOption
     from pybuild.calls import CallName
     from pybuild.exporters.base import ImageOptions, OutputSpec
     from pybuild.exporters.run import ExportReport
-    from pybuild.frontend.resolver import NamedContext
     from pybuild.frontend.subrequests import LintReport, Outline, TargetList
     from pybuild.gc import DiskUsageRow, PrunePolicy, PruneReport
     from pybuild.history import BuildRecorder, HistoryOptions
@@ -80,14 +62,14 @@ class Builder:
         SIGTERM cancels the build as Ctrl-C does (for a process that is only this build).
         Remote and tar contexts are fetched or unpacked first (see `contexts`); `load`
         hands the result to podman or docker last."""
-        request = _read_pipes(request)
+        request = prep.read_pipes(request)
         recorder, events = self._record(request, on_event)  # first: every error is in it
         try:
-            request, load_options = _loads(request)
-            _check_engine(request)
-            _remove_stale(request.iidfile)
-            with _local_inputs(request, self.root) as local, _ssh_agents(local) as local:
-                result = self._build(_without_result_files(local), events, recorder, stdout,
+            request, load_options = prep.engine_loads(request)
+            prep.check_engine(request)
+            prep.remove_stale_iidfile(request.iidfile)
+            with prep.local_inputs(request, self.root) as local, prep.ssh_agents(local) as local:
+                result = self._build(prep.without_result_files(local), events, recorder, stdout,
                                      handle_sigterm)
             result = self._finish(request, result, load_options, events)
         except BaseException as exc:
@@ -138,7 +120,7 @@ class Builder:
             on_event(Notice(f"loaded {result.image.digest} into {loaded.engine}"
                             + (f": {loaded.output}" if loaded.output else "")))
             result = dataclasses.replace(result, loaded=(*result.loaded, loaded.engine))
-        _write_result_files(request, result)
+        prep.write_result_files(request, result)
         return result
 
     async def build_async(self, request: BuildRequest, *, on_event: EventSink = discard,
@@ -152,22 +134,22 @@ class Builder:
         from pybuild.startup import Warmup
 
         loop = asyncio.get_running_loop()
-        request = await asyncio.to_thread(_read_pipes, request)
+        request = await asyncio.to_thread(prep.read_pipes, request)
         recorder, events = self._record(request, on_event)
 
         def threadsafe(event: Any) -> None:
             loop.call_soon_threadsafe(events, event)
 
         try:
-            request, load_options = _loads(request)
-            _check_engine(request)
-            _remove_stale(request.iidfile)
+            request, load_options = prep.engine_loads(request)
+            prep.check_engine(request)
+            prep.remove_stale_iidfile(request.iidfile)
             with contextlib.ExitStack() as stack:
-                inputs = _local_inputs(request, self.root)
-                local = await asyncio.to_thread(stack.enter_context, inputs)
+                local_cm = prep.local_inputs(request, self.root)
+                local = await asyncio.to_thread(stack.enter_context, local_cm)
                 # On this thread: an agent is stopped when the thread that started it ends.
-                local = stack.enter_context(_ssh_agents(local))
-                req = _without_result_files(local)
+                local = stack.enter_context(prep.ssh_agents(local))
+                req = prep.without_result_files(local)
                 warmup = Warmup(enabled=False)  # a daemon must be started by a long-lived thread
                 plan = await asyncio.to_thread(job.plan, req, self.root)
                 warmup.begin(plan.idmap, likely_runs=False)
@@ -205,7 +187,7 @@ class Builder:
         status)."""
         from pybuild import calls
 
-        with _local_inputs(request, self.root) as local:
+        with prep.local_inputs(request, self.root) as local:
             return calls.run(local, self.root, name)
 
     def definition(self, request: BuildRequest) -> Definition:
@@ -213,7 +195,7 @@ class Builder:
         from pybuild import job
         from pybuild.startup import Warmup
 
-        with _local_inputs(request, self.root) as local:
+        with prep.local_inputs(request, self.root) as local:
             plan = job.plan(local, self.root)
             warmup = Warmup(enabled=False)
             warmup.begin(plan.idmap, likely_runs=False)
@@ -383,125 +365,6 @@ def _failed(recorder: BuildRecorder, exc: BaseException) -> None:
         exc.build_ref = recorder.ref
 
 
-def _local_inputs(request: BuildRequest, root: Root) -> contextlib.AbstractContextManager[
-        BuildRequest]:
-    """The request with every input local (see `contexts`); a local directory context
-    needs nothing, and loads nothing (start-up time)."""
-    import contextlib
-
-    context = request.context
-    if (isinstance(context, str | Path) and os.path.isdir(context)
-            and not str(request.dockerfile or "").startswith(("http://", "https://"))
-            and all(nc.kind not in ("git", "http") for _, nc in request.named_contexts)):
-        return contextlib.nullcontext(request)
-    from pybuild.contexts import local_inputs
-
-    return local_inputs(request, root)
-
-
-def _read_pipes(request: BuildRequest) -> BuildRequest:
-    """Secrets given as pipes (`src=<(command)`) read once, before anything reads them."""
-    if not any(s.file for s in request.secrets):
-        return request
-    from pybuild.job import read_pipe_secrets
-
-    return read_pipe_secrets(request)
-
-
-def _ssh_agents(request: BuildRequest) -> contextlib.AbstractContextManager[BuildRequest]:
-    """`--ssh ID=KEYFILE`: a private ssh-agent per id for the build (see `sshagents`)."""
-    import contextlib
-
-    if not any(a.keys for a in request.ssh):
-        return contextlib.nullcontext(request)
-    from pybuild.sshagents import key_agents
-
-    return key_agents(request)
-
-
-def _loads(request: BuildRequest) -> tuple[BuildRequest, ImageOptions | None]:
-    """buildx: `-o type=docker` without dest loads the image into the engine (what
-    `--load` is short for). The request with those outputs turned into `load`, and the
-    options they give (their names, media types, compression, annotations)."""
-    if not request.outputs:
-        return request, None
-    import dataclasses
-
-    from pybuild.exporters.base import DockerOutput
-
-    loads = [o for o in request.outputs if isinstance(o, DockerOutput) and o.dest is None]
-    if not loads:
-        return request, None
-    names = tuple(dict.fromkeys(n for o in loads for n in o.image.names))
-    shapes = {dataclasses.replace(o.image, names=()) for o in loads}
-    if len(shapes) > 1:
-        raise UserError("several -o type=docker outputs without dest load one image into "
-                        "the engine, and they ask for it differently", code="bad-output",
-                        hint="give one of them, or dest=FILE to the others")
-    options = dataclasses.replace(loads[0].image, names=names)
-    if options.rewrite_timestamp:
-        raise UserError("-o type=docker without dest: rewrite-timestamp=true is not "
-                        "supported for an engine load", code="unsupported-option",
-                        hint="write the archive with dest=FILE and `podman load -i FILE`")
-    from pybuild.exporters.convert import conversion
-
-    conversion(options, output="type=docker", default_oci=False,  # checked before the build
-               default_compression="uncompressed")
-    others = tuple(o for o in request.outputs if not (isinstance(o, DockerOutput)
-                                                      and o.dest is None))
-    return dataclasses.replace(request, outputs=others,
-                               load=request.load or "auto"), options
-
-
-def _check_engine(request: BuildRequest) -> None:
-    """`--load` without podman or docker fails before the build, not after it."""
-    if request.load is not None:
-        from pybuild.engines import find_engine
-
-        find_engine(request.load)
-
-
-def _without_result_files(request: BuildRequest) -> BuildRequest:
-    """The request the build itself runs: `--iidfile` and `--metadata-file` are written
-    once the result is final (after `--load`), by `_write_result_files`."""
-    if not (request.iidfile or request.metadata_file):
-        return request
-    import dataclasses
-
-    return dataclasses.replace(request, iidfile="", metadata_file="")
-
-
-def _remove_stale(iidfile: str) -> None:
-    """As buildx: no image ID file from an earlier build is left if this one fails."""
-    if iidfile:
-        try:
-            os.unlink(iidfile)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise UserError(f"--iidfile {iidfile}: cannot remove the old file: "
-                            f"{exc.strerror}") from None
-
-
-def _write_result_files(request: BuildRequest, result: BuildResult) -> None:
-    import json
-
-    for path, text in ((request.iidfile, str(result.image_id)),
-                       (request.metadata_file,
-                        json.dumps(result.metadata(warnings=request.metadata_warnings),
-                                   indent=2))):
-        if not path:
-            continue
-        try:
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror} (the image was built: "
-                            f"{result.image.digest})") from None
-
-
 async def _terminable(coro: Any) -> Any:
     """SIGTERM cancels the build like Ctrl-C does: running steps are stopped, mounts and
     scratch dirs removed, nothing half-written kept; asyncio.CancelledError comes out."""
@@ -518,48 +381,3 @@ async def _terminable(coro: Any) -> Any:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-# -- the CLI's edge: its strings parsed into the request's values -------------------------
-
-
-def parse_output(text: str) -> OutputSpec:
-    """One `--output`/`-o` value, as buildx reads it."""
-    from pybuild.exporters.base import parse_output as parse
-
-    return parse(text)
-
-
-def parse_cache_option(text: str, *, flag: str) -> CacheOption:
-    """One `--cache-from` / `--cache-to` value (`flag` names which, for messages)."""
-    from pybuild.builder.remote_cache import parse_cache_option as parse
-
-    return parse(text, flag=flag)
-
-
-def parse_named_context(value: str) -> NamedContext:
-    """The VALUE of `--build-context NAME=VALUE`."""
-    from pybuild.frontend.resolver import parse_named_context as parse
-
-    return parse(value)
-
-
-def registry_options(*, creds: str | None = None, auth_file: str = "", insecure: bool = False,
-                     ca_cert: str = "") -> RegistryOptions:
-    """Credentials and TLS settings for registries (the registry client loads lazily)."""
-    from pybuild.registry import RegistryOptions
-
-    return RegistryOptions(creds=creds, auth_files=(Path(auth_file),) if auth_file else None,
-                           insecure=insecure, ca_cert=Path(ca_cert) if ca_cert else None)
-
-
-def dockerfile_ast(data: bytes, path: str) -> str:
-    """The parse tree of a Dockerfile, in BuildKit's dump format."""
-    from pybuild.frontend.dockerfile.dump import dump_ast
-    from pybuild.frontend.dockerfile.parser import parse
-
-    return dump_ast(parse(data, path))
-
-
-__all__ = ["BuildRequest", "BuildResult", "Builder", "CheckWarning", "Event", "EventSink", "Notice",
-           "PushReport", "Root", "UserError", "VertexCached", "VertexDone", "VertexFailed",
-           "VertexLog", "VertexMiss", "VertexStarted", "discard", "dockerfile_ast",
-           "parse_cache_option", "parse_named_context", "parse_output", "registry_options"]
